@@ -1,0 +1,236 @@
+"""The PostgreSQL schema as SQLAlchemy 2.0 typed tables, used by Alembic and by both services.
+
+Alembic migrations are the only way the live schema changes; this module is what they are checked against.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Index,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Wallet coin fields Bybit sends as decimal strings (PROTOCOL.md §9.5): (Bybit name, column name).
+COIN_DECIMAL_FIELDS: tuple[tuple[str, str], ...] = (
+    ("equity", "equity"),
+    ("usdValue", "usd_value"),
+    ("walletBalance", "wallet_balance"),
+    ("locked", "locked"),
+    ("spotHedgingQty", "spot_hedging_qty"),
+    ("borrowAmount", "borrow_amount"),
+    ("accruedInterest", "accrued_interest"),
+    ("totalOrderIM", "total_order_im"),
+    ("totalPositionIM", "total_position_im"),
+    ("totalPositionMM", "total_position_mm"),
+    ("unrealisedPnl", "unrealised_pnl"),
+    ("cumRealisedPnl", "cum_realised_pnl"),
+    ("bonus", "bonus"),
+    ("spotBorrow", "spot_borrow"),
+    ("availableToWithdraw", "available_to_withdraw"),
+    ("availableToBorrow", "available_to_borrow"),
+    ("free", "free"),
+)
+COIN_BOOL_FIELDS: tuple[tuple[str, str], ...] = (
+    ("collateralSwitch", "collateral_switch"),
+    ("marginCollateral", "margin_collateral"),
+)
+# Account-level figures of a wallet message, kept as sent.
+ACCOUNT_DECIMAL_FIELDS: tuple[tuple[str, str], ...] = (
+    ("totalEquity", "total_equity"),
+    ("totalWalletBalance", "total_wallet_balance"),
+    ("totalMarginBalance", "total_margin_balance"),
+    ("totalAvailableBalance", "total_available_balance"),
+    ("totalPerpUPL", "total_perp_upl"),
+    ("totalInitialMargin", "total_initial_margin"),
+    ("totalInitialMarginByMp", "total_initial_margin_by_mp"),
+    ("totalMaintenanceMargin", "total_maintenance_margin"),
+    ("totalMaintenanceMarginByMp", "total_maintenance_margin_by_mp"),
+    ("accountIMRate", "account_im_rate"),
+    ("accountIMRateByMp", "account_im_rate_by_mp"),
+    ("accountMMRate", "account_mm_rate"),
+    ("accountMMRateByMp", "account_mm_rate_by_mp"),
+    ("accountLTV", "account_ltv"),
+)
+
+SUBSCRIPTION_STATUSES = ("pending", "active", "failed", "cancelled")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        datetime: DateTime(timezone=True),
+        dict[str, Any]: JSONB,
+    }
+
+
+def _numeric() -> Mapped[Decimal | None]:
+    return mapped_column(Numeric, nullable=True)
+
+
+class SubscriptionRow(Base):
+    __tablename__ = "subscriptions"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending', 'active', 'failed', 'cancelled')",
+            name="status_known",
+        ),
+        CheckConstraint("is_active = (cancelled_at IS NULL)", name="active_iff_not_cancelled"),
+        # One live row per service and Bybit stream: creating it again returns the existing row. The endpoint
+        # is part of the key because a topic name alone is ambiguous (publicTrade.BTCUSDT is spot and linear).
+        Index(
+            "uq_subscriptions_live",
+            "requesting_service",
+            "endpoint",
+            "topic",
+            unique=True,
+            postgresql_where=text("is_active"),
+        ),
+        Index("ix_subscriptions_live_topic", "endpoint", "topic", postgresql_where=text("is_active")),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    channel_type: Mapped[str] = mapped_column(String(32))
+    category: Mapped[str | None] = mapped_column(String(16))
+    symbol: Mapped[str | None] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+    topic: Mapped[str] = mapped_column(String(128))
+    endpoint: Mapped[str] = mapped_column(String(16))
+    requesting_service: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    is_active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    cancelled_at: Mapped[datetime | None]
+    last_event_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class DesiredStateRow(Base):
+    """A single row: the revision of the desired-subscription set, bumped in every changing transaction."""
+
+    __tablename__ = "desired_state"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class OutboxRow(Base):
+    """Notices written in the same transaction as the change, relayed to RabbitMQ when it is reachable."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    exchange: Mapped[str] = mapped_column(String(128))
+    routing_key: Mapped[str] = mapped_column(String(256))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    message_id: Mapped[str] = mapped_column(String(64))
+    trace_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class CoinFields:
+    """Columns of one wallet coin entry (PROTOCOL.md §9.5), shared by the latest and the history table."""
+
+    equity: Mapped[Decimal | None] = _numeric()
+    usd_value: Mapped[Decimal | None] = _numeric()
+    wallet_balance: Mapped[Decimal | None] = _numeric()
+    locked: Mapped[Decimal | None] = _numeric()
+    spot_hedging_qty: Mapped[Decimal | None] = _numeric()
+    borrow_amount: Mapped[Decimal | None] = _numeric()
+    accrued_interest: Mapped[Decimal | None] = _numeric()
+    total_order_im: Mapped[Decimal | None] = _numeric()
+    total_position_im: Mapped[Decimal | None] = _numeric()
+    total_position_mm: Mapped[Decimal | None] = _numeric()
+    unrealised_pnl: Mapped[Decimal | None] = _numeric()
+    cum_realised_pnl: Mapped[Decimal | None] = _numeric()
+    bonus: Mapped[Decimal | None] = _numeric()
+    spot_borrow: Mapped[Decimal | None] = _numeric()
+    available_to_withdraw: Mapped[Decimal | None] = _numeric()
+    available_to_borrow: Mapped[Decimal | None] = _numeric()
+    free: Mapped[Decimal | None] = _numeric()
+    collateral_switch: Mapped[bool | None]
+    margin_collateral: Mapped[bool | None]
+    message_id: Mapped[str] = mapped_column(String(128))
+    exchange_ts: Mapped[int] = mapped_column(BigInteger)
+
+
+class AccountBalanceRow(CoinFields, Base):
+    """Latest balance per (account type, coin)."""
+
+    __tablename__ = "account_balances"
+
+    account_type: Mapped[str] = mapped_column(String(32), primary_key=True)
+    coin: Mapped[str] = mapped_column(String(32), primary_key=True)
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class AccountBalanceHistoryRow(CoinFields, Base):
+    """Append-only: one row per coin per wallet message, idempotent by Bybit's message id."""
+
+    __tablename__ = "account_balance_history"
+    __table_args__ = (
+        UniqueConstraint("message_id", "account_type", "coin", name="uq_account_balance_history_message"),
+        Index("ix_account_balance_history_coin_ts", "coin", "exchange_ts"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    account_type: Mapped[str] = mapped_column(String(32))
+    coin: Mapped[str] = mapped_column(String(32))
+    recorded_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class AccountTotalsRow(Base):
+    """Latest account-level figures per account type, as Bybit sent them."""
+
+    __tablename__ = "account_totals"
+
+    account_type: Mapped[str] = mapped_column(String(32), primary_key=True)
+    total_equity: Mapped[Decimal | None] = _numeric()
+    total_wallet_balance: Mapped[Decimal | None] = _numeric()
+    total_margin_balance: Mapped[Decimal | None] = _numeric()
+    total_available_balance: Mapped[Decimal | None] = _numeric()
+    total_perp_upl: Mapped[Decimal | None] = _numeric()
+    total_initial_margin: Mapped[Decimal | None] = _numeric()
+    total_initial_margin_by_mp: Mapped[Decimal | None] = _numeric()
+    total_maintenance_margin: Mapped[Decimal | None] = _numeric()
+    total_maintenance_margin_by_mp: Mapped[Decimal | None] = _numeric()
+    account_im_rate: Mapped[Decimal | None] = _numeric()
+    account_im_rate_by_mp: Mapped[Decimal | None] = _numeric()
+    account_mm_rate: Mapped[Decimal | None] = _numeric()
+    account_mm_rate_by_mp: Mapped[Decimal | None] = _numeric()
+    account_ltv: Mapped[Decimal | None] = _numeric()
+    message_id: Mapped[str] = mapped_column(String(128))
+    exchange_ts: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+metadata = Base.metadata
