@@ -1,0 +1,1 @@
+"""HTTP resources: one Controller (or handler) per resource."""

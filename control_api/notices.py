@@ -1,0 +1,177 @@
+"""Change notices: written to the outbox in the writer's transaction, relayed to RabbitMQ by one task.
+
+The outbox is why a write accepted while RabbitMQ is down still reaches the workers: the notice is committed
+with the change and published when the broker is back. Relaying may publish a notice twice (published, then
+the delete failed); workers ignore revisions they have already applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from aiormq.exceptions import AMQPError
+from loguru import logger
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from control_api.db import Database
+from control_api.errors import DatabaseUnavailable
+from shared.commands import COMMAND_ENCODER, SubscriptionChange, SubscriptionsChanged
+from shared.events import EVENT_CONTENT_TYPE
+from shared.routing import CHANGE_NOTICE_ROUTING_KEY, COMMANDS_EXCHANGE
+from shared.schema import DesiredStateRow, OutboxRow
+
+RELAY_BATCH = 100
+AMQP_ERRORS: tuple[type[Exception], ...] = (AMQPError, ConnectionError, OSError, TimeoutError)
+RETRYABLE: tuple[type[Exception], ...] = (*AMQP_ERRORS, DatabaseUnavailable)
+
+
+async def record_change(session: AsyncSession, changes: list[SubscriptionChange], trace_id: str) -> int:
+    """Bump the desired-state revision and queue the notice, inside the caller's transaction."""
+    revision: int = (
+        await session.execute(
+            update(DesiredStateRow)
+            .where(DesiredStateRow.id == 1)
+            .values(revision=DesiredStateRow.revision + 1, updated_at=func.now())
+            .returning(DesiredStateRow.revision)
+        )
+    ).scalar_one()
+    notice = SubscriptionsChanged(
+        revision=revision, trace_id=trace_id, created_at_ms=int(time.time() * 1000), changes=changes
+    )
+    session.add(
+        OutboxRow(
+            exchange=COMMANDS_EXCHANGE,
+            routing_key=CHANGE_NOTICE_ROUTING_KEY,
+            body=COMMAND_ENCODER.encode(notice),
+            message_id=f"revision-{revision}",
+            trace_id=trace_id,
+        )
+    )
+    return revision
+
+
+class OutboxRelay:
+    """Publishes outbox rows in order, with publisher confirms, deleting each batch once confirmed."""
+
+    def __init__(
+        self,
+        database: Database,
+        rabbitmq_url: str,
+        *,
+        retry_max: float = 5.0,
+        poll_interval: float = 1.0,
+        connect_timeout: float = 5.0,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._database = database
+        self._url = rabbitmq_url
+        self._retry_max = retry_max
+        self._poll_interval = poll_interval
+        self._connect_timeout = connect_timeout
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self._wake = asyncio.Event()
+        self._connection: AbstractConnection | None = None
+        self._exchange: AbstractExchange | None = None
+        self.published = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None and not self._connection.is_closed
+
+    def wake(self) -> None:
+        """A writer committed a notice: relay it now instead of at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Relay forever; outages of RabbitMQ or PostgreSQL are waited out with capped, jittered backoff."""
+        ceiling = 0.1
+        try:
+            while True:
+                try:
+                    exchange = await self._ensure_exchange()
+                    while True:
+                        self._wake.clear()
+                        while await self._relay_batch(exchange) == RELAY_BATCH:
+                            pass
+                        ceiling = 0.1
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+                except RETRYABLE as error:
+                    if not isinstance(error, DatabaseUnavailable):
+                        await self._disconnect()
+                    delay = self._rng.uniform(0, ceiling)
+                    logger.bind(error=type(error).__name__, retry_in_s=round(delay, 2)).warning(
+                        "outbox relay waiting for its dependencies"
+                    )
+                    await self._sleep(delay)
+                    ceiling = min(self._retry_max, ceiling * 2)
+        finally:
+            await self._disconnect()
+
+    async def _ensure_exchange(self) -> AbstractExchange:
+        if self._exchange is not None and self.connected:
+            return self._exchange
+        await self._disconnect()
+        self._connection = await aio_pika.connect(self._url, timeout=self._connect_timeout)
+        channel: AbstractChannel = await self._connection.channel(publisher_confirms=True)
+        self._exchange = await channel.declare_exchange(
+            COMMANDS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        logger.info("outbox relay connected to RabbitMQ")
+        return self._exchange
+
+    async def _disconnect(self) -> None:
+        connection, self._connection, self._exchange = self._connection, None, None
+        if connection is not None and not connection.is_closed:
+            # A close that fails means the connection is already gone: nothing more to release.
+            with contextlib.suppress(*AMQP_ERRORS):
+                async with asyncio.timeout(self._connect_timeout):
+                    await connection.close()
+
+    async def _relay_batch(self, exchange: AbstractExchange) -> int:
+        async with self._database.transaction() as session:
+            rows = (
+                await session.scalars(
+                    select(OutboxRow)
+                    .order_by(OutboxRow.id)
+                    .limit(RELAY_BATCH)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            if not rows:
+                return 0
+            for row in rows:
+                # Not mandatory: with no worker queue bound yet the notice is simply unroutable, and a worker
+                # that starts later converges from PostgreSQL anyway.
+                await exchange.publish(
+                    aio_pika.Message(
+                        body=row.body,
+                        content_type=EVENT_CONTENT_TYPE,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        message_id=row.message_id,
+                        headers={"trace_id": row.trace_id},
+                    ),
+                    routing_key=row.routing_key,
+                    mandatory=False,
+                    timeout=self._connect_timeout,
+                )
+            await session.execute(delete(OutboxRow).where(OutboxRow.id.in_([r.id for r in rows])))
+        self.published += len(rows)
+        logger.bind(notices=len(rows), last_message_id=rows[-1].message_id).debug("notices relayed")
+        return len(rows)
+
+    async def pending(self) -> int | None:
+        try:
+            async with self._database.transaction() as session:
+                return int((await session.execute(select(func.count()).select_from(OutboxRow))).scalar_one())
+        except DatabaseUnavailable:
+            return None

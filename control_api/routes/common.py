@@ -1,0 +1,38 @@
+"""What the route modules share: error responses for the OpenAPI document and request plumbing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
+
+from control_api.db import Database
+from control_api.notices import OutboxRelay
+from control_api.tracing import new_trace_id
+from shared.api import ErrorBody
+
+MAX_PAGE = 500
+
+# Injected by name from the app's dependencies (see create_app).
+Db = NamedDependency[Database]
+Relay = NamedDependency[OutboxRelay]
+
+
+def error_responses(*codes: int) -> dict[int, ResponseSpec]:
+    descriptions = {
+        400: "The request is invalid; `error.message` names the field.",
+        401: "The X-API-Key header is missing or wrong.",
+        404: "No such resource.",
+        503: "PostgreSQL is unreachable or did not answer in time.",
+    }
+    return {
+        code: ResponseSpec(data_container=ErrorBody, description=descriptions[code], generate_examples=False)
+        for code in codes
+    }
+
+
+def trace_id_of(request: Request[Any, Any, Any]) -> str:
+    trace_id = request.scope.get("state", {}).get("trace_id")
+    return trace_id if isinstance(trace_id, str) else new_trace_id()
