@@ -1,0 +1,78 @@
+"""The stream worker's settings, read once from the environment by the entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+
+from shared.config import ConfigError, EnvReader, Secret
+
+DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+# PROTOCOL.md §1.1-1.2. Demo serves only the private stream; its public data is mainnet's.
+BYBIT_HOSTS: Mapping[str, tuple[str, str, str]] = {
+    # environment: (public ws base, private ws base, REST base)
+    "mainnet": ("wss://stream.bybit.com", "wss://stream.bybit.com", "https://api.bybit.com"),
+    "testnet": (
+        "wss://stream-testnet.bybit.com",
+        "wss://stream-testnet.bybit.com",
+        "https://api-testnet.bybit.com",
+    ),
+    "demo": ("wss://stream.bybit.com", "wss://stream-demo.bybit.com", "https://api-demo.bybit.com"),
+}
+
+
+class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str = DEFAULT_DATABASE_URL
+    rabbitmq_url: str = DEFAULT_RABBITMQ_URL
+    bybit_environment: str = "mainnet"
+    public_ws_url: str = BYBIT_HOSTS["mainnet"][0]  # base; the worker appends /v5/public/{category}
+    private_ws_url: str = BYBIT_HOSTS["mainnet"][1]  # base; the worker appends /v5/private
+    rest_url: str = BYBIT_HOSTS["mainnet"][2]
+    bybit_api_key: Secret | None = None
+    bybit_api_secret: Secret | None = None
+    ping_interval: float = 20.0
+    dead_after: float = 40.0  # no frame at all for this long: the socket is dead (2 ping intervals)
+    reconnect_cap: float = 30.0
+    reconcile_interval: float = 30.0
+    log_level: str = "info"
+    log_format: str = "auto"
+
+    @property
+    def has_credentials(self) -> bool:
+        return self.bybit_api_key is not None and self.bybit_api_secret is not None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> WorkerSettings:
+        """Build settings from environment variables; raises ConfigError naming the bad variable."""
+        env = EnvReader(environ)
+        environment = env.choice("BYBIT_ENVIRONMENT", "mainnet", tuple(BYBIT_HOSTS))
+        public_ws, private_ws, rest = BYBIT_HOSTS[environment]
+        ws_override = env.optional_text("BYBIT_WS_URL")
+        if ws_override is not None:
+            public_ws = private_ws = env.url("BYBIT_WS_URL", ws_override, ("ws", "wss")).rstrip("/")
+        if env.optional_text("BYBIT_REST_URL") is not None:
+            rest = env.url("BYBIT_REST_URL", rest, ("http", "https")).rstrip("/")
+        api_key, api_secret = env.secret("BYBIT_API_KEY"), env.secret("BYBIT_API_SECRET")
+        if (api_key is None) != (api_secret is None):
+            missing = "BYBIT_API_SECRET" if api_secret is None else "BYBIT_API_KEY"
+            raise ConfigError(missing, "BYBIT_API_KEY and BYBIT_API_SECRET must be set together")
+        ping_interval = env.number("BYBIT_PING_INTERVAL", 20.0, minimum=1, maximum=300)
+        return cls(
+            database_url=env.url("DATABASE_URL", DEFAULT_DATABASE_URL, ("postgresql+asyncpg",)),
+            rabbitmq_url=env.url("RABBITMQ_URL", DEFAULT_RABBITMQ_URL, ("amqp", "amqps")),
+            bybit_environment=environment,
+            public_ws_url=public_ws,
+            private_ws_url=private_ws,
+            rest_url=rest,
+            bybit_api_key=api_key,
+            bybit_api_secret=api_secret,
+            ping_interval=ping_interval,
+            dead_after=env.number("BYBIT_DEAD_AFTER", 2 * ping_interval, minimum=1, maximum=900),
+            reconnect_cap=env.number("BYBIT_RECONNECT_CAP", 30.0, minimum=0.1, maximum=600),
+            reconcile_interval=env.number("WS_GATEWAY_RECONCILE_INTERVAL", 30.0, minimum=1, maximum=3600),
+            log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+            log_format=env.choice("LOG_FORMAT", "auto", ("auto", "json", "pretty")),
+        )
