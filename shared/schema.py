@@ -233,4 +233,15 @@ class AccountTotalsRow(Base):
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
+class WorkerHeartbeatRow(Base):
+    """Each worker's latest self-report (sockets, buffers, drops), written every few seconds."""
+
+    __tablename__ = "worker_heartbeats"
+
+    worker_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    state: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+
+
 metadata = Base.metadata

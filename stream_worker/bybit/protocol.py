@@ -422,6 +422,10 @@ class BybitProtocol:
 
     # -- outbound ---------------------------------------------------------------------------------------
 
+    @property
+    def has_frames_to_send(self) -> bool:
+        return bool(self._outbox)
+
     def frames_to_send(self) -> list[str]:
         """Everything queued since the last call, in order; the shell writes each as one text frame."""
         frames, self._outbox = self._outbox, []

@@ -23,6 +23,7 @@ TABLES = {
     "account_balances",
     "account_balance_history",
     "account_totals",
+    "worker_heartbeats",
 }
 
 

@@ -1,0 +1,214 @@
+"""The shell around one Bybit socket: connect, feed frames to the core, write what it queues, reconnect.
+
+Boring on purpose: every protocol decision is in `bybit/protocol.py`. One supervised loop per socket; it
+idles without a socket while nothing is wanted, reconnects with capped full-jitter backoff, and ends a
+session when the socket closes or the core says it is dead, its auth was rejected or an ack never came.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import websockets
+from loguru import logger
+from websockets.asyncio.client import ClientConnection, connect
+
+from shared.enums import Endpoint
+from stream_worker.backoff import Backoff
+from stream_worker.bybit.events import AckTimeout, AuthRejected, Dead, Event
+from stream_worker.bybit.protocol import BybitProtocol
+
+TICK_SECONDS = 0.5  # how often the core's timers (ping due, dead socket, ack timeout) are checked
+# A session that stayed up this long was healthy: the next reconnect starts from the first backoff step.
+HEALTHY_SESSION_SECONDS = 30.0
+
+EventHandler = Callable[[Endpoint, Event], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionSettings:
+    open_timeout: float = 10.0
+    close_timeout: float = 5.0
+    backoff_first: float = 0.5
+    backoff_cap: float = 30.0
+    auth_backoff_first: float = 5.0  # a rejected key must never hot-loop (PROTOCOL.md rule 3)
+    max_frame_bytes: int = 4 * 1024 * 1024
+    compression: bool = False  # Bybit is not known to negotiate deflate; it costs ~25 % of throughput
+
+
+class SessionEnded(Exception):
+    """The core asked for this socket to be closed; the reason goes to the log and the counters."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Connection:
+    """One Bybit socket slot (e.g. public linear), reused across reconnects."""
+
+    def __init__(
+        self,
+        protocol: BybitProtocol,
+        url: str,
+        on_event: EventHandler,
+        *,
+        settings: ConnectionSettings | None = None,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.protocol = protocol
+        self.endpoint = protocol.endpoint
+        self.url = url
+        self._on_event = on_event
+        self._settings = settings or ConnectionSettings()
+        rng = rng or random.Random()
+        self._backoff = Backoff(self._settings.backoff_first, self._settings.backoff_cap, rng)
+        self._auth_backoff = Backoff(self._settings.auth_backoff_first, self._settings.backoff_cap * 4, rng)
+        self._sleep = sleep
+        self._clock = clock
+        self._wall = wall
+        self._wake = asyncio.Event()
+        self._wanted_changed = asyncio.Event()
+        self.connects = 0
+        self.reconnects = 0
+        self.auth_failures = 0
+        self.last_end_reason: str | None = None
+        self.connected_since: float | None = None
+
+    # -- desired topics: called by the worker's reconciler -------------------------------------------------
+
+    def want(self, topic: str) -> None:
+        self.protocol.want(topic)
+        self._wanted_changed.set()
+        self._wake.set()
+
+    def unwant(self, topic: str) -> None:
+        self.protocol.unwant(topic)
+        self._wanted_changed.set()
+        self._wake.set()
+
+    def resubscribe(self, topic: str) -> None:
+        self.protocol.resubscribe(topic)
+        self._wake.set()
+
+    @property
+    def connected(self) -> bool:
+        return self.connected_since is not None
+
+    # -- the supervised loop --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            await self._wait_until_wanted()
+            try:
+                socket = await connect(
+                    self.url,
+                    open_timeout=self._settings.open_timeout,
+                    close_timeout=self._settings.close_timeout,
+                    max_size=self._settings.max_frame_bytes,
+                    compression="deflate" if self._settings.compression else None,
+                    ping_interval=None,  # Bybit needs JSON pings (PROTOCOL.md §1.5); the core sends them
+                )
+            except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as error:
+                reason = f"connect failed: {type(error).__name__}"
+                await self._pause(reason, self._backoff)
+                continue
+            self.connects += 1
+            if self.connects > 1:
+                self.reconnects += 1
+            reason = await self._session(socket)
+            self.last_end_reason = reason
+            if reason == "auth rejected":
+                self.auth_failures += 1
+                await self._pause(reason, self._auth_backoff)
+            else:
+                await self._pause(reason, self._backoff)
+
+    async def _wait_until_wanted(self) -> None:
+        while not self.protocol.wanted:
+            self._wanted_changed.clear()
+            await self._wanted_changed.wait()
+
+    async def _pause(self, reason: str, backoff: Backoff) -> None:
+        delay = backoff.next_delay()
+        logger.bind(endpoint=self.endpoint.value, reason=reason, retry_in_s=round(delay, 2)).warning(
+            "bybit socket down; reconnecting"
+        )
+        await self._sleep(delay)
+
+    async def _session(self, socket: ClientConnection) -> str:
+        started = self._clock()
+        self.connected_since = started
+        self.protocol.connection_made(started, int(self._wall() * 1000))
+        logger.bind(endpoint=self.endpoint.value, connects=self.connects).info("bybit socket connected")
+        reason = "closed by server"
+        try:
+            async with asyncio.TaskGroup() as session:
+                session.create_task(self._read(socket), name=f"{self.endpoint}-read")
+                session.create_task(self._pump(socket), name=f"{self.endpoint}-pump")
+        except* SessionEnded as ended:
+            first = ended.exceptions[0]
+            reason = first.reason if isinstance(first, SessionEnded) else "session ended"
+        except* websockets.ConnectionClosed as closed:
+            error = closed.exceptions[0]
+            code = getattr(getattr(error, "rcvd", None), "code", None)
+            reason = f"closed ({code})" if code else "connection lost"
+        except* OSError:
+            reason = "connection lost"
+        finally:
+            self.connected_since = None
+            self.protocol.connection_lost()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self._settings.close_timeout):
+                    await socket.close()
+        if self._clock() - started >= HEALTHY_SESSION_SECONDS:
+            self._backoff.reset()
+        if reason != "auth rejected":
+            self._auth_backoff.reset()
+        return reason
+
+    async def _read(self, socket: ClientConnection) -> None:
+        async for message in socket:
+            events = self.protocol.receive(message, self._clock())
+            if events:
+                await self._dispatch(events)
+            if (
+                self.protocol.has_frames_to_send
+            ):  # acks trigger follow-up ops: send them without a tick's delay
+                self._wake.set()
+        raise SessionEnded("closed by server")
+
+    async def _pump(self, socket: ClientConnection) -> None:
+        while True:
+            for frame in self.protocol.frames_to_send():
+                await socket.send(frame)
+            events = self.protocol.tick(self._clock())
+            if events:
+                await self._dispatch(events)
+            for frame in self.protocol.frames_to_send():
+                await socket.send(frame)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TICK_SECONDS):
+                    await self._wake.wait()
+
+    async def _dispatch(self, events: list[Event]) -> None:
+        for event in events:
+            match event:
+                case Dead(reason=reason):
+                    raise SessionEnded(f"dead: {reason}")
+                case AuthRejected():
+                    await self._on_event(self.endpoint, event)
+                    raise SessionEnded("auth rejected")
+                case AckTimeout(op=op):
+                    raise SessionEnded(f"no ack for {op}")
+                case _:
+                    await self._on_event(self.endpoint, event)

@@ -1,0 +1,20 @@
+"""What travels from the Bybit side of the worker to the publisher: one envelope and where it goes.
+
+The publisher stamps `published_ts`, encodes the envelope and hands it to RabbitMQ; `account` decides the
+delivery guarantees (persistent, confirmed, never dropped) versus market data (may be dropped, counted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.enums import ChannelType
+from shared.events import EventEnvelope
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    envelope: EventEnvelope
+    channel_type: ChannelType
+    routing_key: str
+    account: bool  # order/execution/position/balance: persistent, confirmed, retried until confirmed
