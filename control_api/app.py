@@ -79,7 +79,7 @@ def create_app(settings: ApiSettings) -> Litestar:
     return Litestar(
         route_handlers=[api, health],
         lifespan=[database(settings), outbox_relay(settings)],
-        state=State({"api_keys": settings.api_keys}),
+        state=State({"api_keys": settings.api_keys, "worker_stale_after": settings.worker_stale_after}),
         dependencies={
             "db": Provide(provide_database, sync_to_thread=False),
             "relay": Provide(provide_relay, sync_to_thread=False),

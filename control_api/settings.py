@@ -23,6 +23,8 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     # How long the outbox relay waits between attempts while RabbitMQ is unreachable (doubling up to this).
     relay_retry_max: float = 5.0
     max_body_bytes: int = 64 * 1024
+    # A worker heartbeat older than this makes /health answer 503 (the worker writes one every 5 s).
+    worker_stale_after: float = 20.0
     log_level: str = "info"
     log_format: str = "auto"  # auto | json | pretty
 
@@ -44,6 +46,7 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
             max_body_bytes=env.integer(
                 "WS_GATEWAY_MAX_BODY_BYTES", 64 * 1024, minimum=1024, maximum=10_000_000
             ),
+            worker_stale_after=env.number("WS_GATEWAY_WORKER_STALE_AFTER", 20.0, minimum=1, maximum=3600),
             log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             log_format=env.choice("LOG_FORMAT", "auto", ("auto", "json", "pretty")),
         )

@@ -150,6 +150,10 @@ class DependencyHealth(msgspec.Struct, frozen=True, kw_only=True):
 class WorkerHealth(msgspec.Struct, frozen=True, kw_only=True):
     status: str  # "unknown" until a worker reports, then "up" | "stale" | "degraded"
     detail: str | None = None
+    worker_id: str | None = None
+    heartbeat_age_s: float | None = None
+    sockets: dict[str, Any] | None = None  # per Bybit socket: connected, topics, last message age, ...
+    publisher: dict[str, Any] | None = None  # buffer depths, drops per cause, confirms
 
 
 class Health(msgspec.Struct, frozen=True, kw_only=True):
