@@ -52,9 +52,7 @@ class _Model:
             i = bisect_left(self.order, key)
             # Stay on our side of the mid so the book never crosses.
             tick = self.sign * key
-            if (i == len(self.order) or self.order[i] != key) and (
-                tick > MID if self.sign > 0 else tick < MID
-            ):
+            if (i == len(self.order) or self.order[i] != key) and (tick > MID if self.sign > 0 else tick < MID):
                 self.order.insert(i, key)
                 return tick
         raise RuntimeError("no free tick")

@@ -60,9 +60,7 @@ class Database:
                 yield session
         except Exception as error:
             if is_unavailable(error):
-                raise DatabaseUnavailable(
-                    "the database is unavailable", {"reason": type(error).__name__}
-                ) from error
+                raise DatabaseUnavailable("the database is unavailable", {"reason": type(error).__name__}) from error
             raise
 
     async def ping(self) -> bool:

@@ -123,9 +123,7 @@ class OutboxRelay:
         await self._disconnect()
         self._connection = await aio_pika.connect(self._url, timeout=self._connect_timeout)
         channel: AbstractChannel = await self._connection.channel(publisher_confirms=True)
-        self._exchange = await channel.declare_exchange(
-            COMMANDS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
-        )
+        self._exchange = await channel.declare_exchange(COMMANDS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
         logger.info("outbox relay connected to RabbitMQ")
         return self._exchange
 
@@ -141,10 +139,7 @@ class OutboxRelay:
         async with self._database.transaction() as session:
             rows = (
                 await session.scalars(
-                    select(OutboxRow)
-                    .order_by(OutboxRow.id)
-                    .limit(RELAY_BATCH)
-                    .with_for_update(skip_locked=True)
+                    select(OutboxRow).order_by(OutboxRow.id).limit(RELAY_BATCH).with_for_update(skip_locked=True)
                 )
             ).all()
             if not rows:

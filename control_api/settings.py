@@ -43,9 +43,7 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
             api_keys=api_keys,
             db_timeout=env.number("WS_GATEWAY_DB_TIMEOUT", 5.0, minimum=0.1, maximum=120),
             relay_retry_max=env.number("WS_GATEWAY_RELAY_RETRY_MAX", 5.0, minimum=0.1, maximum=300),
-            max_body_bytes=env.integer(
-                "WS_GATEWAY_MAX_BODY_BYTES", 64 * 1024, minimum=1024, maximum=10_000_000
-            ),
+            max_body_bytes=env.integer("WS_GATEWAY_MAX_BODY_BYTES", 64 * 1024, minimum=1024, maximum=10_000_000),
             worker_stale_after=env.number("WS_GATEWAY_WORKER_STALE_AFTER", 20.0, minimum=1, maximum=3600),
             log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             log_format=env.choice("LOG_FORMAT", "auto", ("auto", "json", "pretty")),

@@ -28,9 +28,7 @@ class SubscriptionChange(msgspec.Struct, frozen=True, kw_only=True):
     topic: str
 
 
-class SubscriptionsChanged(
-    msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="subscriptions_changed"
-):
+class SubscriptionsChanged(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="subscriptions_changed"):
     """The desired set moved to `revision`; `changes` is what this one write did."""
 
     revision: int

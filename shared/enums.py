@@ -23,9 +23,7 @@ class ChannelType(enum.StrEnum):
         return self in PRIVATE_CHANNELS
 
 
-PRIVATE_CHANNELS = frozenset(
-    {ChannelType.ORDER, ChannelType.EXECUTION, ChannelType.POSITION, ChannelType.BALANCE}
-)
+PRIVATE_CHANNELS = frozenset({ChannelType.ORDER, ChannelType.EXECUTION, ChannelType.POSITION, ChannelType.BALANCE})
 
 
 class Category(enum.StrEnum):

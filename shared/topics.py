@@ -139,9 +139,7 @@ def _public_topic(
     elif channel_type is ChannelType.KLINE:
         _check_symbol(symbol, SYMBOL_PATTERN)
         if category not in KLINE_CATEGORIES:
-            raise TopicError(
-                "category", f"kline is not offered for category '{category}'", list(KLINE_CATEGORIES)
-            )
+            raise TopicError("category", f"kline is not offered for category '{category}'", list(KLINE_CATEGORIES))
         if interval is None:
             raise TopicError("interval", "channel_type 'kline' needs an interval", list(KLINE_INTERVALS))
         chosen_interval = str(interval).strip().upper()
@@ -193,13 +191,9 @@ def _private_topic(
             params={},
         )
     if channel_type is ChannelType.BALANCE:
-        raise TopicError(
-            "category", "channel_type 'balance' takes no category: the wallet covers the account"
-        )
+        raise TopicError("category", "channel_type 'balance' takes no category: the wallet covers the account")
     if channel_type is ChannelType.POSITION and category not in POSITION_CATEGORIES:
-        raise TopicError(
-            "category", f"position is not offered for category '{category}'", list(POSITION_CATEGORIES)
-        )
+        raise TopicError("category", f"position is not offered for category '{category}'", list(POSITION_CATEGORIES))
     return TopicSpec(
         channel_type=channel_type,
         endpoint=Endpoint.PRIVATE,

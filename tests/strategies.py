@@ -106,9 +106,7 @@ def book_streams(draw: st.DrawFn, depth: int = 50, max_steps: int = 30) -> list[
     last: BookMessage | None = None
 
     def message(kind: str, bids: Wire, asks: Wire, fault: str, *, at_seq: int | None = None) -> BookMessage:
-        return BookMessage(
-            kind, u, (seq if at_seq is None else at_seq) if has_seq else None, bids, asks, fault
-        )
+        return BookMessage(kind, u, (seq if at_seq is None else at_seq) if has_seq else None, bids, asks, fault)
 
     def snapshot_levels() -> tuple[Wire, Wire]:
         return (

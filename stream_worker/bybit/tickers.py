@@ -181,9 +181,7 @@ class TickerCache:
                 resubscribe = True
                 self._waiting_since = now  # ask again only after another full timeout
                 self.counters.resubscribe_requests += 1
-        return TickerOutcome(
-            kind=TickerOutcomeKind.DROPPED_BEFORE_SNAPSHOT, cs=cs, ts=ts, resubscribe=resubscribe
-        )
+        return TickerOutcome(kind=TickerOutcomeKind.DROPPED_BEFORE_SNAPSHOT, cs=cs, ts=ts, resubscribe=resubscribe)
 
 
 class _Missing:

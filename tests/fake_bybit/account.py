@@ -71,9 +71,7 @@ class AccountFactory:
         created = self._order_created.setdefault(order_id, now)
         quantity, limit = Decimal(qty), Decimal(price)
         filled = Decimal(cum_exec_qty) if cum_exec_qty is not None else _filled_for(status, quantity)
-        leaves = (
-            Decimal(0) if status in ("Filled", "Cancelled", "Rejected", "Deactivated") else quantity - filled
-        )
+        leaves = Decimal(0) if status in ("Filled", "Cancelled", "Rejected", "Deactivated") else quantity - filled
         row = self._row("order")
         row.update(
             category=category,

@@ -65,9 +65,7 @@ class PriceGrid:
     @classmethod
     def from_ticker_message(cls, message: JsonObject) -> PriceGrid:
         data = message["data"]
-        return cls.from_levels(
-            [[data["bid1Price"], data["bid1Size"]]], [[data["ask1Price"], data["ask1Size"]]]
-        )
+        return cls.from_levels([[data["bid1Price"], data["bid1Size"]]], [[data["ask1Price"], data["ask1Size"]]])
 
     def price_text(self, price: Decimal) -> str:
         return f"{price:.{self.price_places}f}"
@@ -188,9 +186,7 @@ class BookStream:
         self._advance(1)
         if self.level1:
             bids = [[self.grid.price_text(price), self.grid.size_text(self._random_size())]]
-            asks = [
-                [self.grid.price_text(self._best_ask()), self.grid.size_text(self.asks[self._best_ask()])]
-            ]
+            asks = [[self.grid.price_text(self._best_ask()), self.grid.size_text(self.asks[self._best_ask()])]]
             return self._message("snapshot", (bids, asks), now_ms)
         bids = [[self.grid.price_text(price), self.grid.size_text(self._random_size())]]
         return self._message("delta", (bids, []), now_ms)
@@ -215,9 +211,7 @@ class BookStream:
         # seq is the engine's cross sequence, shared with other topics, so it skips values (§7.2).
         self.seq += self._rng.randint(1, 40)
 
-    def _message(
-        self, type_: str, levels: tuple[list[list[str]], list[list[str]]], now_ms: int
-    ) -> JsonObject:
+    def _message(self, type_: str, levels: tuple[list[list[str]], list[list[str]]], now_ms: int) -> JsonObject:
         self._ts = max(now_ms, self._ts + 1)
         data = {"s": self.symbol, "b": levels[0], "a": levels[1], "u": self.u, "seq": self.seq}
         cts = self._ts - self._cts_lag

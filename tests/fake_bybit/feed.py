@@ -32,9 +32,7 @@ class MarketFeed:
         self._streams: dict[StreamKey, MarketStream] = {}
         self._last_pushed: dict[StreamKey, float] = {}
 
-    def subscribed(
-        self, session: Session, category: Category, new_topics: Iterable[str], now_ms: int
-    ) -> None:
+    def subscribed(self, session: Session, category: Category, new_topics: Iterable[str], now_ms: int) -> None:
         """Send a new subscriber the first message of each topic (a snapshot for books and tickers)."""
         for topic in new_topics:
             first = self._stream(category, topic).snapshot(now_ms)
@@ -65,9 +63,7 @@ class MarketFeed:
             self.publish(found, message)
         return messages
 
-    def inject_fault(
-        self, topic: str, category: Category | None, fault: BookFault, now_ms: int
-    ) -> JsonObject:
+    def inject_fault(self, topic: str, category: Category | None, fault: BookFault, now_ms: int) -> JsonObject:
         found, stream = self.find(topic, category)
         if not isinstance(stream, BookStream):
             raise TypeError(f"{topic!r} is not an order book")

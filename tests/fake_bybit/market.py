@@ -80,9 +80,7 @@ class TickerStream(_Clocked):
         ("openInterest", "openInterestValue"),
     )
 
-    def __init__(
-        self, *, topic: str, category: Category, symbol: str, sample: JsonObject, rng: random.Random
-    ):
+    def __init__(self, *, topic: str, category: Category, symbol: str, sample: JsonObject, rng: random.Random):
         self.topic, self.category = topic, category
         self._rng = rng
         self._template = sample
@@ -146,9 +144,7 @@ class TickerStream(_Clocked):
                 "tickDirection": direction,
                 "volume24h": _bump(state["volume24h"], Decimal(rng.randint(1, 100))),
                 "turnover24h": _bump(state["turnover24h"], Decimal(rng.randint(100, 10_000))),
-                "price24hPcnt": _bump(
-                    state["price24hPcnt"], Decimal(rng.randint(-5, 5)).scaleb(-6), signed=True
-                ),
+                "price24hPcnt": _bump(state["price24hPcnt"], Decimal(rng.randint(-5, 5)).scaleb(-6), signed=True),
             }
         if group[0] == "bid1Price":
             bid = _bump(state["lastPrice"], -tick * rng.randint(0, 1))
@@ -337,9 +333,7 @@ class LiquidationStream(_Clocked):
             tick = Decimal(1).scaleb(-self._price_places)
             self._row["p"] = _bump(self._row["p"], tick * rng.randint(-20, 20))
             row = dict(self._row)
-            row.update(
-                T=ts - rng.randint(1, 400), S=rng.choice(("Buy", "Sell")), v=str(rng.randint(1, 20_000))
-            )
+            row.update(T=ts - rng.randint(1, 400), S=rng.choice(("Buy", "Sell")), v=str(rng.randint(1, 20_000)))
             rows.append(row)
         message = dict(self._template)
         message.update(topic=self.topic, ts=ts, data=rows)

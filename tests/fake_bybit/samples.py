@@ -32,9 +32,7 @@ class Samples:
     def __init__(self, directory: Path | None = None) -> None:
         self.directory = directory if directory is not None else default_samples_dir()
         if not self.directory.is_dir():
-            raise FileNotFoundError(
-                f"Bybit samples directory not found: {self.directory} (set {SAMPLES_ENV_VAR})"
-            )
+            raise FileNotFoundError(f"Bybit samples directory not found: {self.directory} (set {SAMPLES_ENV_VAR})")
         self._messages: dict[str, JsonObject] = {}
         for path in sorted(self.directory.glob("*.json")):
             self._messages[path.stem] = json.loads(path.read_text(encoding="utf-8"))

@@ -245,9 +245,7 @@ class FakeBybit:
         else:
             session.send(replies.error_reply(record.category, record.conn_id, req_id, op, topics.INVALID_OP))
 
-    def _ack(
-        self, session: Session, op: str, req_id: Any, args: Sequence[str], *, ret_msg: str | None
-    ) -> None:
+    def _ack(self, session: Session, op: str, req_id: Any, args: Sequence[str], *, ret_msg: str | None) -> None:
         record = session.record
         ack = replies.subscription_ack(
             record.category,
@@ -291,9 +289,7 @@ class FakeBybit:
             # Re-auth on an authenticated socket: UNCONFIRMED (§3.1); order entry says "repeat auth".
             attempt_key = args[0] if isinstance(args, list) and args and isinstance(args[0], str) else None
             self._record_auth(record, attempt_key, success=False, reason=topics.REPEAT_AUTH)
-            session.send(
-                replies.auth_reply(record.conn_id, req_id, success=False, ret_msg=topics.REPEAT_AUTH)
-            )
+            session.send(replies.auth_reply(record.conn_id, req_id, success=False, ret_msg=topics.REPEAT_AUTH))
             return True  # not an auth failure: the socket stays authenticated
         verdict = check_auth(args, self.accounts, self.now_ms())
         self._record_auth(record, verdict.api_key, success=verdict.ok, reason=verdict.reason)
@@ -302,13 +298,9 @@ class FakeBybit:
         session.send(replies.auth_reply(record.conn_id, req_id, success=verdict.ok, ret_msg=ret_msg))
         return verdict.ok
 
-    def _record_auth(
-        self, record: ConnectionRecord, api_key: str | None, *, success: bool, reason: str
-    ) -> None:
+    def _record_auth(self, record: ConnectionRecord, api_key: str | None, *, success: bool, reason: str) -> None:
         self.auth_attempts.append(
-            AuthAttempt(
-                conn_id=record.conn_id, api_key=api_key, success=success, reason=reason, at=time.monotonic()
-            )
+            AuthAttempt(conn_id=record.conn_id, api_key=api_key, success=success, reason=reason, at=time.monotonic())
         )
 
     # ---- hooks: market data --------------------------------------------------------------------
@@ -316,15 +308,11 @@ class FakeBybit:
         """The live stream behind `topic` (a BookStream exposes the fake's own book)."""
         return self._feed.find(topic, category)[1]
 
-    async def advance(
-        self, topic: str, *, category: Category | None = None, count: int = 1
-    ) -> list[JsonObject]:
+    async def advance(self, topic: str, *, category: Category | None = None, count: int = 1) -> list[JsonObject]:
         """Push the next `count` regular messages of `topic` to its subscribers (for `auto_push=False`)."""
         return self._feed.advance(topic, category, count, self.now_ms())
 
-    async def inject_book_fault(
-        self, topic: str, fault: BookFault, *, category: Category | None = None
-    ) -> JsonObject:
+    async def inject_book_fault(self, topic: str, fault: BookFault, *, category: Category | None = None) -> JsonObject:
         """Push one broken order-book message now: "gap" (u skips one), "stale" (an old u), "restart"
         (snapshot with u=1), "crossed" (bid >= ask), "snapshot" (mid-stream snapshot), "empty" (delta
         without levels). Returns the message sent."""
@@ -352,9 +340,7 @@ class FakeBybit:
         base = str(message.get("topic", ""))
         kind = topics.all_in_one_of(base) or base
         data = message.get("data")
-        category = (
-            data[0].get("category") if isinstance(data, list) and data and isinstance(data[0], dict) else None
-        )
+        category = data[0].get("category") if isinstance(data, list) and data and isinstance(data[0], dict) else None
         wanted = topics.private_topics_matching(kind, category)
         sent = 0
         for session in self._sessions:

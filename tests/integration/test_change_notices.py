@@ -84,9 +84,7 @@ async def test_cancel_by_service_sends_one_notice_listing_every_cancelled_row(
 ) -> None:
     async with api_client(api_settings, API_KEY) as api:
         for symbol in ("BTCUSDT", "ETHUSDT"):
-            await api.post(
-                URL, json={"channel_type": "trades", "requesting_service": "svc-a", "symbol": symbol}
-            )
+            await api.post(URL, json={"channel_type": "trades", "requesting_service": "svc-a", "symbol": symbol})
         await api.delete(f"{URL}/by-service/svc-a")
         await wait_until(lambda: len(inbox.notices) >= 3, what="three notices")
     assert [n.revision for n in inbox.notices] == [1, 2, 3]

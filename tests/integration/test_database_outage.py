@@ -35,9 +35,7 @@ async def test_api_answers_503_in_the_error_shape_when_postgres_is_down(
             await proxy.set_mode(mode)
             for request in (
                 api.get(URL),
-                api.post(
-                    URL, json={"channel_type": "ticker", "requesting_service": "a", "symbol": "BTCUSDT"}
-                ),
+                api.post(URL, json={"channel_type": "ticker", "requesting_service": "a", "symbol": "BTCUSDT"}),
                 api.get("/api/v1/balances"),
             ):
                 started = time.monotonic()

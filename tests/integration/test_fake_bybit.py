@@ -38,9 +38,7 @@ def test_samples_default_to_the_shared_folder_beside_the_repo() -> None:
     assert "op_pong_public_spot" in SAMPLES.names()
 
 
-def test_samples_directory_can_be_moved_by_environment(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_samples_directory_can_be_moved_by_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (tmp_path / "only.json").write_text('{"op": "ping"}')
     monkeypatch.setenv("BYBIT_SAMPLES_DIR", str(tmp_path))
     assert Samples().names() == ["only"]
@@ -68,9 +66,7 @@ async def test_unknown_path_is_refused_with_404() -> None:
         ("option", "op_pong_public_option", None),
     ],
 )
-async def test_public_pong_has_the_endpoints_recorded_shape(
-    category: str, sample: str, req_id: str | None
-) -> None:
+async def test_public_pong_has_the_endpoints_recorded_shape(category: str, sample: str, req_id: str | None) -> None:
     async with FakeBybit() as fake, FakeClient.connect(f"{fake.url}/v5/public/{category}") as client:
         pong = await client.request("ping", req_id=req_id)
     assert_same_shape(pong, SAMPLES.get(sample))

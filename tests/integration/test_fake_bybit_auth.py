@@ -32,13 +32,8 @@ async def authenticated(client: FakeClient, *topics: str) -> None:
 
 
 def test_signature_matches_the_protocol_test_vectors() -> None:
-    assert (
-        sign("test-secret", 1662350400000)
-        == "f072aab6fa18cd774da998325df6cfc87c3ccf10d5722e6b43b570c5feaf6172"
-    )
-    assert sign("test-secret", "1700000000000") == (
-        "5e1a6810262f270b783cf759f856aadee413643be3c03d0fb89dd22261e41df0"
-    )
+    assert sign("test-secret", 1662350400000) == "f072aab6fa18cd774da998325df6cfc87c3ccf10d5722e6b43b570c5feaf6172"
+    assert sign("test-secret", "1700000000000") == ("5e1a6810262f270b783cf759f856aadee413643be3c03d0fb89dd22261e41df0")
 
 
 async def test_valid_auth_is_acked_like_the_recorded_success() -> None:
@@ -47,9 +42,7 @@ async def test_valid_auth_is_acked_like_the_recorded_success() -> None:
         record = fake.connections[0]
     sample = SAMPLES.get("op_auth_success")
     assert set(bare) == set(sample)
-    assert {k: v for k, v in bare.items() if k != "conn_id"} == {
-        k: v for k, v in sample.items() if k != "conn_id"
-    }
+    assert {k: v for k, v in bare.items() if k != "conn_id"} == {k: v for k, v in sample.items() if k != "conn_id"}
     assert bare["conn_id"] == record.conn_id
     assert record.authenticated is True
 
@@ -143,9 +136,7 @@ async def test_auth_on_a_public_endpoint_is_an_invalid_op() -> None:
     assert ack["ret_msg"] == "error:invalid op"
 
 
-@pytest.mark.parametrize(
-    "topic", ["order", "order.linear", "execution.fast", "position.inverse", "wallet", "greeks"]
-)
+@pytest.mark.parametrize("topic", ["order", "order.linear", "execution.fast", "position.inverse", "wallet", "greeks"])
 async def test_private_topic_before_auth_is_not_authorized(topic: str) -> None:
     async with FakeBybit(accounts={KEY: SECRET}) as fake, FakeClient.connect(private(fake)) as client:
         ack = await client.request("subscribe", [topic], req_id="early")
@@ -165,9 +156,7 @@ async def test_private_subscribe_ack_has_the_recorded_shape() -> None:
         with_id = await client.request("subscribe", ["wallet"], req_id="w")
     sample = SAMPLES.get("op_subscribe_success_private")
     assert set(bare) == set(sample)
-    assert {k: v for k, v in bare.items() if k != "conn_id"} == {
-        k: v for k, v in sample.items() if k != "conn_id"
-    }
+    assert {k: v for k, v in bare.items() if k != "conn_id"} == {k: v for k, v in sample.items() if k != "conn_id"}
     assert with_id["req_id"] == "w"
 
 

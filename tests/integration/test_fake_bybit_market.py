@@ -160,9 +160,7 @@ async def test_level1_book_sends_snapshots_only() -> None:
     assert {message["type"] for message in messages} == {"snapshot"}
     assert all(len(m["data"]["b"]) == len(m["data"]["a"]) == 1 for m in messages)
     assert all(Decimal(m["data"]["b"][0][0]) < Decimal(m["data"]["a"][0][0]) for m in messages)
-    assert [m["data"]["u"] for m in messages] == list(
-        range(messages[0]["data"]["u"], messages[0]["data"]["u"] + 10)
-    )
+    assert [m["data"]["u"] for m in messages] == list(range(messages[0]["data"]["u"], messages[0]["data"]["u"] + 10))
 
 
 async def test_unchanged_level1_book_is_repeated_with_the_same_u() -> None:
@@ -311,15 +309,11 @@ async def test_derivative_ticker_sends_a_snapshot_then_partial_deltas(category: 
         assert delta["type"] == "delta"
         assert delta["data"]["symbol"] == symbol
         assert len(delta["data"]) < len(snapshot["data"])
-        repeated_unchanged += sum(
-            1 for key, value in delta["data"].items() if key != "symbol" and merged[key] == value
-        )
+        repeated_unchanged += sum(1 for key, value in delta["data"].items() if key != "symbol" and merged[key] == value)
         empty_values += sum(1 for value in delta["data"].values() if value == "")
         merged.update(delta["data"])
     assert merged == truth
-    assert [message["cs"] for message in [snapshot, *deltas]] == sorted(
-        {m["cs"] for m in [snapshot, *deltas]}
-    )
+    assert [message["cs"] for message in [snapshot, *deltas]] == sorted({m["cs"] for m in [snapshot, *deltas]})
     assert repeated_unchanged > 0
     if "" in snapshot["data"].values():
         assert empty_values > 0
@@ -333,9 +327,7 @@ async def test_derivative_ticker_sends_a_snapshot_then_partial_deltas(category: 
         ("option", "tickers.BTC-6JAN23-17500-C", "public_tickers_option"),
     ],
 )
-async def test_spot_and_option_tickers_send_full_snapshots_only(
-    category: str, topic: str, sample: str
-) -> None:
+async def test_spot_and_option_tickers_send_full_snapshots_only(category: str, topic: str, sample: str) -> None:
     async with FakeBybit(push_interval=0.01) as fake, FakeClient.connect(public(fake, category)) as client:
         await client.request("subscribe", [topic])
         messages = [await client.push(topic) for _ in range(5)]
@@ -359,9 +351,7 @@ async def test_spot_and_option_tickers_send_full_snapshots_only(
         ("option", "publicTrade.BTC", "public_publicTrade_option"),
     ],
 )
-async def test_trades_arrive_only_after_subscribe_with_unique_ids(
-    category: str, topic: str, sample: str
-) -> None:
+async def test_trades_arrive_only_after_subscribe_with_unique_ids(category: str, topic: str, sample: str) -> None:
     async with FakeBybit(auto_push=False) as fake, FakeClient.connect(public(fake, category)) as client:
         await client.request("subscribe", [topic])
         assert await client.drain(quiet=0.1) == []  # no history on subscribe (§5.4)

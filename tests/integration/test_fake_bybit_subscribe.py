@@ -142,9 +142,7 @@ async def test_same_topic_twice_in_one_request_is_already_subscribed() -> None:
 
 async def test_refused_multi_topic_request_subscribes_none_of_its_topics() -> None:
     async with FakeBybit(auto_push=False) as fake, FakeClient.connect(public(fake, "linear")) as client:
-        ack = await client.request(
-            "subscribe", ["tickers.BTCUSDT", "orderbook.500.BTCUSDT", "publicTrade.BTCUSDT"]
-        )
+        ack = await client.request("subscribe", ["tickers.BTCUSDT", "orderbook.500.BTCUSDT", "publicTrade.BTCUSDT"])
         retry = await client.request("subscribe", ["tickers.BTCUSDT"])
     assert ack["success"] is False
     assert ack["ret_msg"] == "error:handler not found,topic:orderbook.500.BTCUSDT"

@@ -68,9 +68,7 @@ async def test_same_topic_name_on_two_categories_is_two_subscriptions(api: Clien
 async def test_list_filters_and_paginates(api: Client) -> None:
     for symbol in ("BTCUSDT", "ETHUSDT", "SOLUSDT"):
         assert (await api.post(URL, json=body(symbol=symbol))).status_code == 201
-    assert (
-        await api.post(URL, json={"channel_type": "order", "requesting_service": "svc-b"})
-    ).status_code == 201
+    assert (await api.post(URL, json={"channel_type": "order", "requesting_service": "svc-b"})).status_code == 201
 
     page = (await api.get(URL, params={"requesting_service": "svc-a", "limit": 2, "offset": 0})).json()
     assert page["total"] == 3
@@ -144,9 +142,7 @@ async def test_delete_by_service_cancels_only_that_services_live_rows(api: Clien
         (body(extra_field=1), "extra_field"),
     ],
 )
-async def test_invalid_request_is_400_naming_the_field(
-    api: Client, payload: dict[str, Any], field: str
-) -> None:
+async def test_invalid_request_is_400_naming_the_field(api: Client, payload: dict[str, Any], field: str) -> None:
     error = assert_error(await api.post(URL, json=payload), 400, "validation_error")
     assert field in error["message"]
 

@@ -27,7 +27,5 @@ async def wait_until(
         if last:
             return last
         if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout}s waiting for {what or condition!r}; last={last!r}"
-            )
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition!r}; last={last!r}")
         await asyncio.sleep(interval)

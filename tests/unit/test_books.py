@@ -403,9 +403,7 @@ def test_delta_after_reset_but_before_snapshot_asks_for_resubscribe() -> None:
     assert (outcome.kind, outcome.cause) == (BookOutcomeKind.INVALIDATED, InvalidCause.DELTA_BEFORE_SNAPSHOT)
 
 
-@pytest.mark.parametrize(
-    "level", [["abc", "1"], ["-1", "1"], ["NaN", "1"], ["100", "-1"], ["100", "Infinity"]]
-)
+@pytest.mark.parametrize("level", [["abc", "1"], ["-1", "1"], ["NaN", "1"], ["100", "-1"], ["100", "Infinity"]])
 def test_malformed_level_invalidates_book_without_half_applying(level: list[str]) -> None:
     book = live_book()
     raw = msgspec.json.encode({"s": "X", "b": [["99.5", "1"]], "a": [level], "u": 101})
@@ -530,12 +528,7 @@ class ReferenceBook:
                 return self._break()
             bids = {Decimal(p): (p, s) for p, s in m.bids if Decimal(s) != 0}
             asks = {Decimal(p): (p, s) for p, s in m.asks if Decimal(s) != 0}
-            if (
-                self.depth == 1
-                and self.live
-                and m.update_id == self.last_u
-                and (bids, asks) == (self.bids, self.asks)
-            ):
+            if self.depth == 1 and self.live and m.update_id == self.last_u and (bids, asks) == (self.bids, self.asks):
                 return "heartbeat"
             self.bids, self.asks = bids, asks
             if self._crossed():
@@ -612,9 +605,7 @@ def test_level1_book_equals_reference_book_or_says_it_is_invalid(steps: list[Boo
 
 @settings(max_examples=150, deadline=None)
 @given(book_streams(depth=50), st.data())
-def test_fresh_snapshot_after_any_stream_makes_book_valid_and_equal(
-    steps: list[BookStep], draw: st.DataObject
-) -> None:
+def test_fresh_snapshot_after_any_stream_makes_book_valid_and_equal(steps: list[BookStep], draw: st.DataObject) -> None:
     ours = OrderBook("orderbook.50.BTCUSDT", 50)
     for step in steps:
         if isinstance(step, Reset):

@@ -26,8 +26,7 @@ from stream_worker.bybit.frames import (
 )
 
 SAMPLES = Path(
-    os.environ.get("BYBIT_SAMPLES_DIR")
-    or Path(__file__).resolve().parents[3] / "shared" / "bybit" / "samples"
+    os.environ.get("BYBIT_SAMPLES_DIR") or Path(__file__).resolve().parents[3] / "shared" / "bybit" / "samples"
 )
 
 

@@ -32,8 +32,7 @@ from stream_worker.bybit.protocol import BybitProtocol
 from stream_worker.bybit.signing import Credentials
 
 SAMPLES = Path(
-    os.environ.get("BYBIT_SAMPLES_DIR")
-    or Path(__file__).resolve().parents[3] / "shared" / "bybit" / "samples"
+    os.environ.get("BYBIT_SAMPLES_DIR") or Path(__file__).resolve().parents[3] / "shared" / "bybit" / "samples"
 )
 WALL_MS = 1_700_000_000_000
 OPTION_TOPIC = "orderbook.100.BTC-6JAN23-18000-C"  # the topic in op_subscribe_success_option.json
@@ -203,9 +202,7 @@ def test_linear_ack_with_empty_req_id_settles_the_oldest_pending_subscribe() -> 
 def test_private_ack_without_req_id_settles_the_oldest_pending_subscribe() -> None:
     protocol = authenticated()
     protocol.want("order")
-    assert protocol.receive(sample_text("op_subscribe_success_private.json"), 1.0) == [
-        Subscribed(topic="order")
-    ]
+    assert protocol.receive(sample_text("op_subscribe_success_private.json"), 1.0) == [Subscribed(topic="order")]
 
 
 def test_option_command_resp_success_marks_the_listed_topic_subscribed() -> None:
@@ -222,9 +219,7 @@ def test_option_command_resp_fail_topics_reject_the_topic() -> None:
     protocol = public(Endpoint.OPTION)
     protocol.want("publicTrade.NOPE")
     connected(protocol)
-    failure = reshaped(
-        "op_subscribe_success_option.json", success=False, data={"failTopics": ["publicTrade.NOPE"]}
-    )
+    failure = reshaped("op_subscribe_success_option.json", success=False, data={"failTopics": ["publicTrade.NOPE"]})
     (event,) = protocol.receive(failure, 1.0)
     assert isinstance(event, SubscribeRejected)
     assert event.topic == "publicTrade.NOPE"
@@ -238,9 +233,7 @@ def test_option_command_resp_settles_an_unsubscribe() -> None:
     protocol.receive(sample_text("op_subscribe_success_option.json"), 1.0)
     protocol.unwant(OPTION_TOPIC)
     assert topics_of(sent(protocol), "unsubscribe") == [OPTION_TOPIC]
-    assert protocol.receive(sample_text("op_subscribe_success_option.json"), 2.0) == [
-        Unsubscribed(topic=OPTION_TOPIC)
-    ]
+    assert protocol.receive(sample_text("op_subscribe_success_option.json"), 2.0) == [Unsubscribed(topic=OPTION_TOPIC)]
 
 
 def test_command_resp_for_a_topic_we_did_not_ask_for_is_unknown() -> None:
@@ -288,18 +281,14 @@ def rejected(topic: str = "getOrderBook.1.BTCUSDT") -> BybitProtocol:
     protocol.want(topic)
     sent(protocol)
     events = protocol.receive(reshaped("op_subscribe_failure.json", req_id=topic), 1.0)
-    assert events == [
-        SubscribeRejected(topic=topic, reason="error:handler not found,topic:getOrderBook.1.BTCUSDT")
-    ]
+    assert events == [SubscribeRejected(topic=topic, reason="error:handler not found,topic:getOrderBook.1.BTCUSDT")]
     return protocol
 
 
 def test_rejected_topic_is_parked_with_bybits_reason_and_not_retried() -> None:
     protocol = rejected()
     assert sent(protocol) == []
-    assert protocol.failed == {
-        "getOrderBook.1.BTCUSDT": "error:handler not found,topic:getOrderBook.1.BTCUSDT"
-    }
+    assert protocol.failed == {"getOrderBook.1.BTCUSDT": "error:handler not found,topic:getOrderBook.1.BTCUSDT"}
     assert "getOrderBook.1.BTCUSDT" in protocol.wanted
     assert protocol.subscribed == frozenset()
 
@@ -394,9 +383,7 @@ def test_unwant_during_pending_subscribe_ends_unsubscribed() -> None:
     assert sent(protocol) == []  # one op in flight per topic: the unsubscribe waits for the ack
     assert protocol.receive(ack("tickers.BTCUSDT"), 1.0) == [Subscribed(topic="tickers.BTCUSDT")]
     assert topics_of(sent(protocol), "unsubscribe") == ["tickers.BTCUSDT"]
-    assert protocol.receive(ack("tickers.BTCUSDT", "unsubscribe"), 2.0) == [
-        Unsubscribed(topic="tickers.BTCUSDT")
-    ]
+    assert protocol.receive(ack("tickers.BTCUSDT", "unsubscribe"), 2.0) == [Unsubscribed(topic="tickers.BTCUSDT")]
     assert protocol.subscribed == frozenset()
     assert sent(protocol) == []
 
@@ -596,9 +583,7 @@ def test_malformed_frames_become_events_not_exceptions(text: str | bytes, kind: 
 
 def test_unclassifiable_and_order_entry_frames_are_unknown() -> None:
     protocol = public()
-    assert protocol.receive('{"hello": "world"}', 1.0) == [
-        Unknown(kind="unclassified", text='{"hello": "world"}')
-    ]
+    assert protocol.receive('{"hello": "world"}', 1.0) == [Unknown(kind="unclassified", text='{"hello": "world"}')]
     (event,) = protocol.receive(sample_text("trade_order_create_response.json"), 1.0)
     assert isinstance(event, Unknown)
     assert event.kind == "order_entry"
@@ -675,13 +660,9 @@ class FakeBybit:
             result = {"successTopics": [topic] if ok else [], "failTopics": [] if ok else [topic]}
             return reshaped("op_subscribe_success_option.json", success=ok, data=result)
         if self.endpoint is Endpoint.SPOT:
-            return reshaped(
-                "op_subscribe_success_spot.json", success=ok, ret_msg=why or op, req_id=req_id, op=op
-            )
+            return reshaped("op_subscribe_success_spot.json", success=ok, ret_msg=why or op, req_id=req_id, op=op)
         if self.endpoint is Endpoint.PRIVATE:
-            return reshaped(
-                "op_subscribe_success_private.json", success=ok, ret_msg=why, req_id=req_id, op=op
-            )
+            return reshaped("op_subscribe_success_private.json", success=ok, ret_msg=why, req_id=req_id, op=op)
         return reshaped("op_subscribe_success_linear.json", success=ok, ret_msg=why, req_id=req_id, op=op)
 
     def pong(self, req_id: str) -> str:

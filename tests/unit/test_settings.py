@@ -48,7 +48,4 @@ def test_secrets_never_print() -> None:
 
 def test_redacted_url_hides_the_password() -> None:
     assert redact_url("amqp://user:pw@host:5672/vh") == "amqp://user:***@host:5672/vh"
-    assert (
-        redact_url("postgresql+asyncpg://postgres@127.0.0.1/db")
-        == "postgresql+asyncpg://postgres@127.0.0.1/db"
-    )
+    assert redact_url("postgresql+asyncpg://postgres@127.0.0.1/db") == "postgresql+asyncpg://postgres@127.0.0.1/db"

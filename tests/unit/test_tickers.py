@@ -122,9 +122,7 @@ def test_delta_adding_a_new_key_reports_it_changed() -> None:
 
 def test_delta_before_snapshot_is_dropped_and_asks_for_resubscribe_after_timeout() -> None:
     cache = TickerCache("tickers.BTCUSD", "linear", snapshot_timeout=3.0)
-    seen = [
-        cache.apply("delta", {"lastPrice": "1"}, cs=1, now=t) for t in (100.0, 101.0, 103.0, 104.0, 106.0)
-    ]
+    seen = [cache.apply("delta", {"lastPrice": "1"}, cs=1, now=t) for t in (100.0, 101.0, 103.0, 104.0, 106.0)]
     assert {o.kind for o in seen} == {TickerOutcomeKind.DROPPED_BEFORE_SNAPSHOT}
     assert [o.resubscribe for o in seen] == [False, False, True, False, True]
     assert all(o.ticker is None and not o.publishable for o in seen)
