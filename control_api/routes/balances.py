@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 from litestar import Controller, get
 from litestar.params import FromQuery, QueryParameter
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, select
 
-from control_api.routes.common import MAX_PAGE, Db, error_responses
+from control_api.routes.common import MAX_PAGE, Db, error_responses, paginate
 from shared.api import AccountTotals, BalanceHistoryPage, Balances, CoinBalance
 from shared.schema import (
     ACCOUNT_DECIMAL_FIELDS,
@@ -54,17 +54,13 @@ class BalanceController(Controller):
     @get("/", summary="Latest balance per coin and the account totals", responses=error_responses(401, 503))
     async def latest(self, db: Db) -> Balances:
         async with db.transaction() as session:
-            totals = (
-                await session.scalars(select(AccountTotalsRow).order_by(AccountTotalsRow.account_type))
-            ).all()
+            totals = (await session.scalars(select(AccountTotalsRow).order_by(AccountTotalsRow.account_type))).all()
             coins = (
                 await session.scalars(
                     select(AccountBalanceRow).order_by(AccountBalanceRow.account_type, AccountBalanceRow.coin)
                 )
             ).all()
-        return Balances(
-            accounts=[totals_from_row(r) for r in totals], coins=[coin_from_row(r) for r in coins]
-        )
+        return Balances(accounts=[totals_from_row(r) for r in totals], coins=[coin_from_row(r) for r in coins])
 
     @get(
         "/history",
@@ -91,14 +87,6 @@ class BalanceController(Controller):
         if end_ts is not None:
             query = query.where(AccountBalanceHistoryRow.exchange_ts < end_ts)
         async with db.transaction() as session:
-            total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
-            rows = (
-                await session.scalars(
-                    query.order_by(AccountBalanceHistoryRow.exchange_ts, AccountBalanceHistoryRow.id)
-                    .limit(limit)
-                    .offset(offset)
-                )
-            ).all()
-        return BalanceHistoryPage(
-            items=[coin_from_row(r) for r in rows], total=total, limit=limit, offset=offset
-        )
+            order = (AccountBalanceHistoryRow.exchange_ts, AccountBalanceHistoryRow.id)
+            total, rows = await paginate(session, query, order, limit, offset)
+        return BalanceHistoryPage(items=[coin_from_row(r) for r in rows], total=total, limit=limit, offset=offset)

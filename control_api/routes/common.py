@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from litestar import Request
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from control_api.db import Database
 from control_api.notices import OutboxRelay
@@ -36,3 +40,12 @@ def error_responses(*codes: int) -> dict[int, ResponseSpec]:
 def trace_id_of(request: Request[Any, Any, Any]) -> str:
     trace_id = request.scope.get("state", {}).get("trace_id")
     return trace_id if isinstance(trace_id, str) else new_trace_id()
+
+
+async def paginate(
+    session: AsyncSession, query: Select[Any], order_by: Sequence[InstrumentedAttribute[Any]], limit: int, offset: int
+) -> tuple[int, Sequence[Any]]:
+    """The total number of rows `query` matches, and one page of them in a stable order."""
+    total: int = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
+    rows = (await session.scalars(query.order_by(*order_by).limit(limit).offset(offset))).all()
+    return total, rows

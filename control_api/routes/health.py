@@ -61,9 +61,7 @@ async def worker_health(db: Database, stale_after: float) -> WorkerHealth:
 async def health(db: Db, relay: Relay, state: State) -> Response[Health]:
     database_up = await db.ping()
     rabbitmq_up = relay.connected
-    worker = (
-        await worker_health(db, state.worker_stale_after) if database_up else WorkerHealth(status="unknown")
-    )
+    worker = await worker_health(db, state.worker_stale_after) if database_up else WorkerHealth(status="unknown")
     healthy = database_up and rabbitmq_up and worker.status in ("up", "unknown")
     body = Health(
         status="ok" if healthy else "degraded",

@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from control_api.errors import BadRequest, NotFound
 from control_api.notices import record_change
-from control_api.routes.common import MAX_PAGE, Db, Relay, error_responses, trace_id_of
+from control_api.routes.common import MAX_PAGE, Db, Relay, error_responses, paginate, trace_id_of
 from shared.api import CancelledCount, ServiceName, Subscription, SubscriptionCreate, SubscriptionPage
 from shared.commands import SubscriptionChange
 from shared.enums import Category, ChannelType, Endpoint, SubscriptionStatus
@@ -166,12 +166,8 @@ class SubscriptionController(Controller):
         if is_active is not None:
             query = query.where(SubscriptionRow.is_active == is_active)
         async with db.transaction() as session:
-            total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
-            rows = (
-                await session.scalars(
-                    query.order_by(SubscriptionRow.created_at, SubscriptionRow.id).limit(limit).offset(offset)
-                )
-            ).all()
+            order = (SubscriptionRow.created_at, SubscriptionRow.id)
+            total, rows = await paginate(session, query, order, limit, offset)
         return SubscriptionPage(
             items=[subscription_from_row(row) for row in rows], total=total, limit=limit, offset=offset
         )
@@ -221,9 +217,7 @@ class SubscriptionController(Controller):
         async with db.transaction() as session:
             rows = (await session.scalars(_cancel(SubscriptionRow.requesting_service == service))).all()
             if rows:
-                await record_change(
-                    session, [change_of(row, "cancelled") for row in rows], trace_id_of(request)
-                )
+                await record_change(session, [change_of(row, "cancelled") for row in rows], trace_id_of(request))
         if rows:
             relay.wake()
         return CancelledCount(cancelled=len(rows))
