@@ -20,11 +20,27 @@ def service_queue(service: str, channel_type: ChannelType) -> str:
     return f"ws-gateway.{service}.{channel_type.value}"
 
 
-def event_routing_key(channel_type: ChannelType, category: str, symbol: str | None = None) -> str:
-    """`{channel_type}.{category}.{symbol}` for market data, `{channel_type}.{category}` for account data."""
+def event_routing_key(
+    channel_type: ChannelType, category: str, symbol: str | None = None, variant: str | None = None
+) -> str:
+    """`{channel_type}.{category}.{symbol}` for market data, `{channel_type}.{category}` for account data.
+
+    Order books and klines add their depth or interval as a fourth word (`orderbook.linear.BTCUSDT.50`,
+    `kline.spot.ETHUSDT.15`): two depths of one symbol are two different streams, and a consumer keeping a
+    book must never receive another depth's deltas in its queue. Bind `orderbook.linear.BTCUSDT.*` for all.
+    """
     if symbol is None:
         return f"{channel_type.value}.{category}"
-    return f"{channel_type.value}.{category}.{symbol}"
+    if variant is None:
+        return f"{channel_type.value}.{category}.{symbol}"
+    return f"{channel_type.value}.{category}.{symbol}.{variant}"
+
+
+def topic_variant(channel_type: ChannelType, topic: str) -> str | None:
+    """The depth of `orderbook.{depth}.{symbol}` or the interval of `kline.{interval}.{symbol}`, else None."""
+    if channel_type in (ChannelType.ORDERBOOK, ChannelType.KLINE):
+        return topic.split(".", 2)[1]
+    return None
 
 
 def binding_key(spec: TopicSpec) -> str:
@@ -33,4 +49,6 @@ def binding_key(spec: TopicSpec) -> str:
         # An all-in-one private topic carries every category; a categorised one carries one.
         return event_routing_key(spec.channel_type, spec.category.value if spec.category else "*")
     assert spec.category is not None
-    return event_routing_key(spec.channel_type, spec.category.value, spec.symbol)
+    return event_routing_key(
+        spec.channel_type, spec.category.value, spec.symbol, topic_variant(spec.channel_type, spec.topic)
+    )

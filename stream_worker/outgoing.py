@@ -6,14 +6,15 @@ delivery guarantees (persistent, confirmed, never dropped) versus market data (m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from shared.enums import ChannelType
 from shared.events import EventEnvelope
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
+class Outgoing(msgspec.Struct, frozen=True, gc=False):
+    """Built once per event on the hot path: a msgspec struct costs a fraction of a frozen dataclass."""
+
     envelope: EventEnvelope
     channel_type: ChannelType
     routing_key: str

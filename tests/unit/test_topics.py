@@ -75,9 +75,7 @@ def test_valid_request_names_the_exact_bybit_topic(
         (ChannelType.EXECUTION, {"depth": 50}, "depth"),
     ],
 )
-def test_invalid_combination_names_the_field(
-    channel: ChannelType, kwargs: dict[str, object], field: str
-) -> None:
+def test_invalid_combination_names_the_field(channel: ChannelType, kwargs: dict[str, object], field: str) -> None:
     with pytest.raises(TopicError) as raised:
         topic_for(channel, **kwargs)  # type: ignore[arg-type]
     assert raised.value.field == field
@@ -94,3 +92,9 @@ def test_binding_keys_deliver_exactly_the_subscribed_events() -> None:
     assert binding_key(topic_for(ChannelType.ORDER)) == "order.*"
     assert binding_key(topic_for(ChannelType.ORDER, category=Category.SPOT)) == "order.spot"
     assert binding_key(topic_for(ChannelType.BALANCE)) == "balance.*"
+
+
+def test_each_book_depth_and_kline_interval_has_its_own_routing_key() -> None:
+    assert binding_key(topic_for(ChannelType.ORDERBOOK, symbol="BTCUSDT", depth=1)) == "orderbook.linear.BTCUSDT.1"
+    assert binding_key(topic_for(ChannelType.ORDERBOOK, symbol="BTCUSDT")) == "orderbook.linear.BTCUSDT.50"
+    assert binding_key(topic_for(ChannelType.KLINE, symbol="BTCUSDT", interval="D")) == "kline.linear.BTCUSDT.D"
