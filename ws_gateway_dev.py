@@ -27,9 +27,7 @@ def alembic_ini() -> Path:
 def migrate() -> int:
     ini = alembic_ini()
     print(f"ws-gateway-dev: alembic upgrade head ({ini})", file=sys.stderr, flush=True)
-    return subprocess.call(
-        [sys.executable, "-m", "alembic", "-c", str(ini), "upgrade", "head"], cwd=ini.parent
-    )
+    return subprocess.call([sys.executable, "-m", "alembic", "-c", str(ini), "upgrade", "head"], cwd=ini.parent)
 
 
 def stop_all(children: dict[str, subprocess.Popen[bytes]], signum: int) -> None:

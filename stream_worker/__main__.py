@@ -1,44 +1,62 @@
-"""Entry point of `ws-gateway-worker`.
-
-Until the stream worker lands (its own issue) this validates the settings, says what it would serve, and idles
-until SIGINT/SIGTERM, so the launcher and the compose stack already have their shape.
-"""
+"""Entry point of `ws-gateway-worker`: read settings, configure logging, run the worker until signalled."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import socket
 import sys
 
 from loguru import logger
 
-from shared.config import ConfigError
+from shared.config import ConfigError, redact_url
+from stream_worker.connection import ConnectionSettings
 from stream_worker.logging import configure_logging
+from stream_worker.persistence import Store, create_engine
+from stream_worker.publisher import Publisher
 from stream_worker.settings import WorkerSettings
+from stream_worker.worker import Worker
+
+DB_TIMEOUT = 5.0
 
 
-async def idle_until_signalled() -> None:
+async def serve(settings: WorkerSettings) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    engine = create_engine(settings.database_url, DB_TIMEOUT)
+    try:
+        worker = Worker(
+            settings,
+            store=Store(engine, DB_TIMEOUT),
+            publisher=Publisher(settings.rabbitmq_url, reconnect_cap=settings.reconnect_cap),
+            connection_settings=ConnectionSettings(backoff_cap=settings.reconnect_cap),
+        )
+        await worker.run(stop)
+    finally:
+        await engine.dispose()
 
 
 def main() -> None:
     try:
-        settings = WorkerSettings.from_env(os.environ)
+        settings = WorkerSettings.from_env(os.environ, hostname=socket.gethostname())
     except ConfigError as error:
         print(f"ws-gateway-worker: configuration error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(settings.log_level, settings.log_format)
     if not settings.has_credentials:
         logger.info("no BYBIT_API_KEY/BYBIT_API_SECRET: serving public market data only")
-    logger.bind(environment=settings.bybit_environment).warning(
-        "stream worker not implemented yet: idling until stopped"
-    )
-    asyncio.run(idle_until_signalled())
+    logger.bind(
+        worker_id=settings.worker_id,
+        environment=settings.bybit_environment,
+        public_ws=settings.public_ws_url,
+        private_ws=settings.private_ws_url,
+        database=redact_url(settings.database_url),
+        rabbitmq=redact_url(settings.rabbitmq_url),
+    ).info("starting stream worker")
+    asyncio.run(serve(settings))
     logger.info("stream worker stopped")
 
 

@@ -180,9 +180,7 @@ class Connection:
             events = self.protocol.receive(message, self._clock())
             if events:
                 await self._dispatch(events)
-            if (
-                self.protocol.has_frames_to_send
-            ):  # acks trigger follow-up ops: send them without a tick's delay
+            if self.protocol.has_frames_to_send:  # acks trigger follow-up ops: send them without a tick's delay
                 self._wake.set()
         raise SessionEnded("closed by server")
 

@@ -37,6 +37,8 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     dead_after: float = 40.0  # no frame at all for this long: the socket is dead (2 ping intervals)
     reconnect_cap: float = 30.0
     reconcile_interval: float = 30.0
+    worker_id: str = "worker"
+    shutdown_grace: float = 10.0
     log_level: str = "info"
     log_format: str = "auto"
 
@@ -45,7 +47,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
         return self.bybit_api_key is not None and self.bybit_api_secret is not None
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> WorkerSettings:
+    def from_env(cls, environ: Mapping[str, str], hostname: str = "worker") -> WorkerSettings:
         """Build settings from environment variables; raises ConfigError naming the bad variable."""
         env = EnvReader(environ)
         environment = env.choice("BYBIT_ENVIRONMENT", "mainnet", tuple(BYBIT_HOSTS))
@@ -72,7 +74,9 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
             ping_interval=ping_interval,
             dead_after=env.number("BYBIT_DEAD_AFTER", 2 * ping_interval, minimum=1, maximum=900),
             reconnect_cap=env.number("BYBIT_RECONNECT_CAP", 30.0, minimum=0.1, maximum=600),
-            reconcile_interval=env.number("WS_GATEWAY_RECONCILE_INTERVAL", 30.0, minimum=1, maximum=3600),
+            reconcile_interval=env.number("WS_GATEWAY_RECONCILE_INTERVAL", 30.0, minimum=0.1, maximum=3600),
+            worker_id=env.text("WS_GATEWAY_WORKER_ID", hostname),
+            shutdown_grace=env.number("WS_GATEWAY_SHUTDOWN_GRACE", 10.0, minimum=0, maximum=600),
             log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             log_format=env.choice("LOG_FORMAT", "auto", ("auto", "json", "pretty")),
         )

@@ -79,9 +79,7 @@ async def test_dropped_socket_reconnects_and_resubscribes_each_topic_once(fake: 
         assert fake.subscribe_requests("orderbook.50.BTCUSDT") == 2
         assert connection.reconnects == 1
         pushes_before = len(recorder.pushes("publicTrade.BTCUSDT"))
-        await wait_until(
-            lambda: len(recorder.pushes("publicTrade.BTCUSDT")) > pushes_before, what="pushes again"
-        )
+        await wait_until(lambda: len(recorder.pushes("publicTrade.BTCUSDT")) > pushes_before, what="pushes again")
     finally:
         await stop(task)
 

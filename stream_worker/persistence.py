@@ -1,0 +1,176 @@
+"""The worker's PostgreSQL work: read the desired set, write back statuses, event times and heartbeats.
+
+The Bybit readers never await this module: they record facts in `StateWriter`, which coalesces them (the
+latest status per topic, the latest event time per topic) and writes them in batches from its own task,
+retrying while PostgreSQL is away. Nothing is written per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from loguru import logger
+from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from shared.enums import Category, ChannelType, Endpoint, SubscriptionStatus
+from shared.schema import DesiredStateRow, SubscriptionRow, WorkerHeartbeatRow
+from stream_worker.backoff import Backoff
+from stream_worker.desired import DesiredSet, Want
+
+TopicKey = tuple[Endpoint, str]
+StatusUpdate = tuple[SubscriptionStatus, str | None]  # the status and Bybit's reason for a failure
+
+DATABASE_ERRORS: tuple[type[Exception], ...] = (OSError, TimeoutError, sa_exc.DBAPIError, sa_exc.TimeoutError)
+
+
+def create_engine(database_url: str, timeout: float) -> AsyncEngine:
+    return create_async_engine(
+        database_url,
+        pool_size=3,
+        max_overflow=2,
+        pool_timeout=timeout,
+        pool_pre_ping=True,
+        connect_args={"timeout": timeout, "command_timeout": timeout},
+    )
+
+
+class Store:
+    """Queries; each call is one bounded transaction and raises one of DATABASE_ERRORS on an outage."""
+
+    def __init__(self, engine: AsyncEngine, timeout: float) -> None:
+        self.engine = engine
+        self.timeout = timeout
+
+    async def load_desired(self) -> DesiredSet:
+        """Every live subscription and the revision they belong to, from one snapshot."""
+        async with asyncio.timeout(self.timeout), self.engine.connect() as connection:
+            await connection.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+            revision = (
+                await connection.execute(select(DesiredStateRow.revision).where(DesiredStateRow.id == 1))
+            ).scalar_one()
+            rows = (await connection.execute(select(SubscriptionRow).where(SubscriptionRow.is_active))).all()
+            await connection.rollback()
+        return DesiredSet(
+            (
+                Want(
+                    subscription_id=row.id,
+                    service=row.requesting_service,
+                    channel_type=ChannelType(row.channel_type),
+                    endpoint=Endpoint(row.endpoint),
+                    topic=row.topic,
+                    category=Category(row.category) if row.category else None,
+                    symbol=row.symbol,
+                )
+                for row in rows
+            ),
+            revision=revision,
+        )
+
+    async def write_statuses(self, statuses: Mapping[TopicKey, tuple[SubscriptionStatus, str | None]]) -> None:
+        async with asyncio.timeout(self.timeout), self.engine.begin() as connection:
+            for (endpoint, topic), (status, error) in statuses.items():
+                await connection.execute(
+                    update(SubscriptionRow)
+                    .where(
+                        SubscriptionRow.is_active,
+                        SubscriptionRow.endpoint == endpoint.value,
+                        SubscriptionRow.topic == topic,
+                    )
+                    .values(status=status.value, last_error=error, updated_at=datetime.now(UTC))
+                )
+
+    async def write_event_times(self, times: Mapping[TopicKey, int]) -> None:
+        statement = (
+            update(SubscriptionRow)
+            .where(
+                SubscriptionRow.is_active,
+                SubscriptionRow.endpoint == bindparam("b_endpoint"),
+                SubscriptionRow.topic == bindparam("b_topic"),
+            )
+            .values(last_event_at=bindparam("b_at"))
+        )
+        parameters = [
+            {"b_endpoint": endpoint.value, "b_topic": topic, "b_at": datetime.fromtimestamp(ms / 1000, UTC)}
+            for (endpoint, topic), ms in times.items()
+        ]
+        async with asyncio.timeout(self.timeout), self.engine.begin() as connection:
+            await connection.execute(statement.execution_options(synchronize_session=False), parameters)
+
+    async def write_heartbeat(self, worker_id: str, state: dict[str, Any]) -> None:
+        now = datetime.now(UTC)
+        statement = insert(WorkerHeartbeatRow).values(worker_id=worker_id, updated_at=now, state=state)
+        statement = statement.on_conflict_do_update(
+            index_elements=[WorkerHeartbeatRow.worker_id], set_={"updated_at": now, "state": state}
+        )
+        async with asyncio.timeout(self.timeout), self.engine.begin() as connection:
+            await connection.execute(statement)
+
+
+class StateWriter:
+    """Coalesces status changes and event times in memory and flushes them in batches."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        flush_interval: float = 2.0,
+        retry_cap: float = 10.0,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._store = store
+        self._flush_interval = flush_interval
+        self._backoff = Backoff(0.2, retry_cap, rng or random.Random())
+        self._sleep = sleep
+        self._statuses: dict[TopicKey, StatusUpdate] = {}
+        self._event_times: dict[TopicKey, int] = {}
+        self._wake = asyncio.Event()
+        self.failed_flushes = 0
+
+    def set_status(self, endpoint: Endpoint, topic: str, status: SubscriptionStatus, error: str | None = None) -> None:
+        self._statuses[(endpoint, topic)] = (status, error)
+        self._wake.set()  # statuses are what people watch in the API: write them promptly
+
+    def touch(self, endpoint: Endpoint, topic: str, at_ms: int) -> None:
+        self._event_times[(endpoint, topic)] = at_ms
+
+    @property
+    def pending(self) -> int:
+        return len(self._statuses) + len(self._event_times)
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._flush_interval)
+            await self.flush()
+
+    async def flush(self) -> bool:
+        """Write what is pending; on an outage keep it (newer facts win) and back off. True if written."""
+        statuses, self._statuses = self._statuses, {}
+        times, self._event_times = self._event_times, {}
+        try:
+            if statuses:
+                await self._store.write_statuses(statuses)
+            if times:
+                await self._store.write_event_times(times)
+        except DATABASE_ERRORS as error:
+            self._statuses = {**statuses, **self._statuses}
+            self._event_times = {**times, **self._event_times}
+            self.failed_flushes += 1
+            delay = self._backoff.next_delay()
+            logger.bind(error=type(error).__name__, retry_in_s=round(delay, 2)).warning(
+                "could not write subscription state; will retry"
+            )
+            await self._sleep(delay)
+            return False
+        self._backoff.reset()
+        return True

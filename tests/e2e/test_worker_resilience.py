@@ -1,0 +1,141 @@
+"""The worker rides out dropped and stalled sockets, bad keys and bad frames, and says so in /health."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from shared.config import Secret
+from shared.enums import ChannelType, Endpoint
+from shared.routing import service_queue
+from stream_worker.worker import Worker
+from tests.e2e.conftest import consuming, delete_queues
+from tests.fake_bybit import FakeBybit
+from tests.support.waiting import wait_until
+
+URL = "/api/v1/subscriptions"
+
+
+async def subscribe(api: httpx.AsyncClient, svc: str, **fields: Any) -> None:
+    response = await api.post(URL, json={"requesting_service": svc, **fields})
+    assert response.status_code == 201, response.text
+
+
+def subscribed(worker: Worker, endpoint: Endpoint, *topics: str) -> bool:
+    return all(topic in worker.connections[endpoint].protocol.subscribed for topic in topics)
+
+
+async def test_dropped_sockets_reauthenticate_and_resubscribe_without_duplicates(
+    api: httpx.AsyncClient, fake: FakeBybit, start_worker: Callable[..., Any], rabbitmq_url: str
+) -> None:
+    svc = f"svc-{uuid.uuid4().hex[:8]}"
+    async with start_worker() as worker:
+        await subscribe(api, svc, channel_type="trades", symbol="BTCUSDT")
+        await subscribe(api, svc, channel_type="order")
+        await wait_until(
+            lambda: (
+                subscribed(worker, Endpoint.LINEAR, "publicTrade.BTCUSDT")
+                and subscribed(worker, Endpoint.PRIVATE, "order")
+            ),
+            what="both sockets subscribed",
+        )
+        async with consuming(rabbitmq_url, service_queue(svc, ChannelType.TRADES)) as trades:
+            await fake.drop_connections(close_frame=False)
+            await wait_until(
+                lambda: (
+                    worker.connections[Endpoint.LINEAR].reconnects == 1
+                    and worker.connections[Endpoint.PRIVATE].reconnects == 1
+                    and subscribed(worker, Endpoint.LINEAR, "publicTrade.BTCUSDT")
+                    and subscribed(worker, Endpoint.PRIVATE, "order")
+                ),
+                what="both sockets back",
+            )
+            seen = len(trades.envelopes)
+            await wait_until(lambda: len(trades.envelopes) > seen + 5, what="trades flow again")
+    assert fake.subscribe_requests("publicTrade.BTCUSDT") == 2
+    assert fake.subscribe_requests("order") == 2
+    assert sum(1 for attempt in fake.auth_attempts if attempt.success) == 2
+    await delete_queues(rabbitmq_url, service_queue(svc, ChannelType.TRADES), service_queue(svc, ChannelType.ORDER))
+
+
+async def test_stalled_socket_is_replaced_and_resubscribed(
+    api: httpx.AsyncClient, fake: FakeBybit, start_worker: Callable[..., Any]
+) -> None:
+    svc = f"svc-{uuid.uuid4().hex[:8]}"
+    async with start_worker(ping_interval=0.2, dead_after=0.8) as worker:
+        await subscribe(api, svc, channel_type="ticker", symbol="BTCUSDT", category="spot")
+        await wait_until(lambda: subscribed(worker, Endpoint.SPOT, "tickers.BTCUSDT"), what="subscribed")
+        fake.stall("spot")
+        await wait_until(lambda: worker.connections[Endpoint.SPOT].reconnects >= 1, what="declared dead")
+        assert (worker.connections[Endpoint.SPOT].last_end_reason or "").startswith("dead")
+        fake.unstall("spot")
+        await wait_until(lambda: subscribed(worker, Endpoint.SPOT, "tickers.BTCUSDT"), timeout=20, what="back")
+
+
+async def test_rejected_keys_back_off_and_show_in_health(
+    api: httpx.AsyncClient, fake: FakeBybit, start_worker: Callable[..., Any]
+) -> None:
+    svc = f"svc-{uuid.uuid4().hex[:8]}"
+    async with start_worker(bybit_api_secret=Secret("wrong-secret")) as worker:
+        await subscribe(api, svc, channel_type="position")
+        await wait_until(lambda: worker.connections[Endpoint.PRIVATE].auth_failures >= 2, what="two rejections")
+
+        async def health_says_private_is_down() -> bool:
+            response = await api.get("/health")
+            body = response.json()
+            private = (body["worker"].get("sockets") or {}).get("private", {})
+            return response.status_code == 503 and private.get("authenticated") is False
+
+        await wait_until(health_says_private_is_down, timeout=15, what="health shows the private socket down")
+    attempts = sorted(attempt.at for attempt in fake.auth_attempts)
+    assert all(not attempt.success for attempt in fake.auth_attempts)
+    # Backed off: the first retry waits up to auth_backoff_first, and each later one at least doubles its cap,
+    # so attempts stay far apart compared with a hot loop (which would make hundreds per second).
+    assert len(attempts) < 15
+    assert fake.subscribe_requests("position") == 0
+
+
+async def test_malformed_frames_are_counted_and_the_stream_goes_on(
+    api: httpx.AsyncClient, fake: FakeBybit, start_worker: Callable[..., Any], rabbitmq_url: str
+) -> None:
+    svc = f"svc-{uuid.uuid4().hex[:8]}"
+    async with start_worker() as worker:
+        await subscribe(api, svc, channel_type="trades", symbol="SOLUSDT")
+        await wait_until(lambda: subscribed(worker, Endpoint.LINEAR, "publicTrade.SOLUSDT"), what="subscribed")
+        async with consuming(rabbitmq_url, service_queue(svc, ChannelType.TRADES)) as trades:
+            for frame in (
+                "not json",
+                "[1, 2, 3]",
+                '{"topic": 42, "data": []}',
+                '{"topic": "publicTrade.SOLUSDT", "type": "snapshot", "ts": 1, "data": {"not": "a list"}}',
+                '{"topic": "publicTrade.SOLUSDT", "type": "snapshot", "ts": 1, "data": [{"p": 1}]}',
+                '{"hello": "world"}',
+            ):
+                await fake.push(frame, category="linear")
+            seen = len(trades.envelopes)
+            await wait_until(lambda: len(trades.envelopes) > seen + 5, what="trades keep flowing")
+        malformed = {k: v for k, v in worker.counters.items() if k.startswith(("frames:", "payload:"))}
+        assert sum(malformed.values()) == 6, malformed
+        assert worker.connections[Endpoint.LINEAR].reconnects == 0
+    await delete_queues(rabbitmq_url, service_queue(svc, ChannelType.TRADES))
+
+
+async def test_health_reports_the_workers_heartbeat_and_goes_stale_when_it_stops(
+    api: httpx.AsyncClient, fake: FakeBybit, start_worker: Callable[..., Any]
+) -> None:
+    async with start_worker():
+
+        async def worker_up() -> bool:
+            response = await api.get("/health")
+            return response.status_code == 200 and response.json()["worker"]["status"] == "up"
+
+        await wait_until(worker_up, what="worker up in /health")
+
+    async def worker_stale() -> bool:
+        response = await api.get("/health")
+        return response.status_code == 503 and response.json()["worker"]["status"] == "stale"
+
+    await wait_until(worker_stale, timeout=15, what="worker stale in /health")

@@ -1,0 +1,70 @@
+"""The desired set: many services on one topic count as one Bybit subscription; bindings follow services."""
+
+from __future__ import annotations
+
+import uuid
+
+from shared.commands import SubscriptionChange
+from shared.enums import Category, ChannelType, Endpoint
+from stream_worker.desired import Binding, DesiredSet, Want, topic_changes
+
+
+def want(service: str, topic: str = "publicTrade.BTCUSDT", endpoint: Endpoint = Endpoint.LINEAR) -> Want:
+    return Want(
+        subscription_id=uuid.uuid4(),
+        service=service,
+        channel_type=ChannelType.TRADES,
+        endpoint=endpoint,
+        topic=topic,
+        category=Category(endpoint.value),
+        symbol=topic.rsplit(".", 1)[1],
+    )
+
+
+def change(action: str, item: Want) -> SubscriptionChange:
+    return SubscriptionChange(
+        action=action,
+        subscription_id=item.subscription_id,
+        requesting_service=item.service,
+        channel_type=item.channel_type,
+        category=item.category,
+        symbol=item.symbol,
+        endpoint=item.endpoint,
+        topic=item.topic,
+    )
+
+
+def test_two_services_on_one_topic_are_one_topic_with_two_subscribers() -> None:
+    a, b = want("a"), want("b")
+    desired = DesiredSet([a, b], revision=2)
+    assert desired.topics() == {Endpoint.LINEAR: {"publicTrade.BTCUSDT"}}
+    assert sorted(desired.subscription_ids(Endpoint.LINEAR, "publicTrade.BTCUSDT")) == sorted(
+        [a.subscription_id, b.subscription_id]
+    )
+    assert desired.bindings() == {
+        Binding(service="a", channel_type=ChannelType.TRADES, key="trades.linear.BTCUSDT"),
+        Binding(service="b", channel_type=ChannelType.TRADES, key="trades.linear.BTCUSDT"),
+    }
+
+
+def test_topic_stays_wanted_until_the_last_subscriber_leaves() -> None:
+    a, b = want("a"), want("b")
+    desired = DesiredSet([a, b], revision=2)
+    desired.apply([change("cancelled", a)], revision=3)
+    assert desired.topics() == {Endpoint.LINEAR: {"publicTrade.BTCUSDT"}}
+    desired.apply([change("cancelled", b)], revision=4)
+    assert desired.topics() == {}
+    assert desired.revision == 4
+
+
+def test_same_topic_name_on_two_sockets_is_two_topics() -> None:
+    desired = DesiredSet([want("a", endpoint=Endpoint.SPOT), want("a", endpoint=Endpoint.LINEAR)])
+    assert desired.topics() == {Endpoint.SPOT: {"publicTrade.BTCUSDT"}, Endpoint.LINEAR: {"publicTrade.BTCUSDT"}}
+
+
+def test_topic_changes_subscribe_on_zero_to_one_and_unsubscribe_on_one_to_zero() -> None:
+    actual = {Endpoint.LINEAR: {"a", "b"}, Endpoint.SPOT: {"c"}}
+    desired = {Endpoint.LINEAR: {"b", "d"}, Endpoint.OPTION: {"e"}}
+    changes = topic_changes(actual, desired)
+    assert changes.subscribe == {Endpoint.LINEAR: {"d"}, Endpoint.OPTION: {"e"}}
+    assert changes.unsubscribe == {Endpoint.LINEAR: {"a"}, Endpoint.SPOT: {"c"}}
