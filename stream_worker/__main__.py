@@ -31,7 +31,11 @@ async def serve(settings: WorkerSettings) -> None:
         worker = Worker(
             settings,
             store=Store(engine, DB_TIMEOUT),
-            publisher=Publisher(settings.rabbitmq_url, reconnect_cap=settings.reconnect_cap),
+            publisher=Publisher(
+                settings.rabbitmq_url,
+                reconnect_cap=settings.reconnect_cap,
+                market_queue_max_length=settings.market_queue_max_length,
+            ),
             connection_settings=ConnectionSettings(backoff_cap=settings.reconnect_cap),
         )
         await worker.run(stop)

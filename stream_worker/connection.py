@@ -28,6 +28,7 @@ TICK_SECONDS = 0.5  # how often the core's timers (ping due, dead socket, ack ti
 HEALTHY_SESSION_SECONDS = 30.0
 
 EventHandler = Callable[[Endpoint, Event], Awaitable[None]]
+ConnectedHandler = Callable[[Endpoint], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,7 @@ class Connection:
         url: str,
         on_event: EventHandler,
         *,
+        on_connected: ConnectedHandler | None = None,
         settings: ConnectionSettings | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -68,6 +70,7 @@ class Connection:
         self.endpoint = protocol.endpoint
         self.url = url
         self._on_event = on_event
+        self._on_connected = on_connected
         self._settings = settings or ConnectionSettings()
         rng = rng or random.Random()
         self._backoff = Backoff(self._settings.backoff_first, self._settings.backoff_cap, rng)
@@ -149,6 +152,8 @@ class Connection:
         self.connected_since = started
         self.protocol.connection_made(started, int(self._wall() * 1000))
         logger.bind(endpoint=self.endpoint.value, connects=self.connects).info("bybit socket connected")
+        if self._on_connected is not None:
+            self._on_connected(self.endpoint)  # anything missed while we were away: re-read the desired set
         reason = "closed by server"
         try:
             async with asyncio.TaskGroup() as session:

@@ -38,6 +38,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     reconnect_cap: float = 30.0
     reconcile_interval: float = 30.0
     worker_id: str = "worker"
+    market_queue_max_length: int = 100_000  # per market-data queue; the oldest are dropped beyond it
     shutdown_grace: float = 10.0
     log_level: str = "info"
     log_format: str = "auto"
@@ -76,6 +77,9 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
             reconnect_cap=env.number("BYBIT_RECONNECT_CAP", 30.0, minimum=0.1, maximum=600),
             reconcile_interval=env.number("WS_GATEWAY_RECONCILE_INTERVAL", 30.0, minimum=0.1, maximum=3600),
             worker_id=env.text("WS_GATEWAY_WORKER_ID", hostname),
+            market_queue_max_length=env.integer(
+                "WS_GATEWAY_MARKET_QUEUE_MAX_LENGTH", 100_000, minimum=1, maximum=100_000_000
+            ),
             shutdown_grace=env.number("WS_GATEWAY_SHUTDOWN_GRACE", 10.0, minimum=0, maximum=600),
             log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             log_format=env.choice("LOG_FORMAT", "auto", ("auto", "json", "pretty")),

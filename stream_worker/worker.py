@@ -72,6 +72,7 @@ class Worker:
         self._wall = wall
         self._logged_kinds: set[str] = set()
         self._reconcile_lock = asyncio.Lock()
+        self._reload_requested = asyncio.Event()
         self._statuses_written: dict[tuple[Endpoint, str], frozenset[uuid.UUID]] = {}
         self._trace_ids = itertools.count()
         self._trace_prefix = uuid.uuid4().hex[:8]
@@ -100,7 +101,11 @@ class Worker:
             dead_after=self.settings.dead_after,
         )
         self.connections[endpoint] = Connection(
-            protocol, f"{base_url}{endpoint.path}", self.on_event, settings=connection_settings
+            protocol,
+            f"{base_url}{endpoint.path}",
+            self.on_event,
+            on_connected=self._request_reload,
+            settings=connection_settings,
         )
         self.normalizers[endpoint] = Normalizer(endpoint)
 
@@ -132,9 +137,15 @@ class Worker:
                 task.cancel()
 
     async def _reconcile_periodically(self) -> None:
+        """Re-read on start-up, every reconcile interval, and soon after any Bybit socket (re)connects."""
         while True:
+            self._reload_requested.clear()
             await self.reload()
-            await asyncio.sleep(self.settings.reconcile_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reload_requested.wait(), self.settings.reconcile_interval)
+
+    def _request_reload(self, endpoint: Endpoint) -> None:
+        self._reload_requested.set()
 
     # -- converging to the desired state --------------------------------------------------------------------
 

@@ -7,10 +7,13 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.config import Secret
 from shared.enums import ChannelType, Endpoint
 from shared.routing import service_queue
+from shared.schema import SubscriptionRow
 from stream_worker.worker import Worker
 from tests.e2e.conftest import consuming, delete_queues
 from tests.fake_bybit import FakeBybit
@@ -139,3 +142,31 @@ async def test_health_reports_the_workers_heartbeat_and_goes_stale_when_it_stops
         return response.status_code == 503 and response.json()["worker"]["status"] == "stale"
 
     await wait_until(worker_stale, timeout=15, what="worker stale in /health")
+
+
+async def test_bybit_reconnect_rereads_the_desired_set_from_postgres(
+    api: httpx.AsyncClient, fake: FakeBybit, start_worker: Callable[..., Any], database_url: str
+) -> None:
+    svc = f"svc-{uuid.uuid4().hex[:8]}"
+    async with start_worker(reconcile_interval=60.0) as worker:
+        await subscribe(api, svc, channel_type="trades", symbol="BTCUSDT")
+        await wait_until(lambda: subscribed(worker, Endpoint.LINEAR, "publicTrade.BTCUSDT"), what="subscribed")
+        # A row no notice announced (written while the API could not reach RabbitMQ, say).
+        engine = create_async_engine(database_url)
+        async with engine.begin() as connection:
+            await connection.execute(
+                insert(SubscriptionRow).values(
+                    id=uuid.uuid4(),
+                    channel_type="ticker",
+                    category="linear",
+                    symbol="BTCUSDT",
+                    topic="tickers.BTCUSDT",
+                    endpoint="linear",
+                    requesting_service=svc,
+                )
+            )
+        await engine.dispose()
+        await fake.drop_connections()
+        await wait_until(
+            lambda: subscribed(worker, Endpoint.LINEAR, "tickers.BTCUSDT"), what="the unannounced topic subscribed"
+        )
