@@ -99,6 +99,7 @@ class Worker:
             credentials=credentials,
             ping_interval=self.settings.ping_interval,
             dead_after=self.settings.dead_after,
+            ack_timeout=self.settings.ack_timeout,
         )
         self.connections[endpoint] = Connection(
             protocol,

@@ -68,7 +68,7 @@ async def test_stalled_socket_is_replaced_and_resubscribed(
     api: httpx.AsyncClient, fake: FakeBybit, start_worker: Callable[..., Any]
 ) -> None:
     svc = f"svc-{uuid.uuid4().hex[:8]}"
-    async with start_worker(ping_interval=0.2, dead_after=0.8) as worker:
+    async with start_worker(ping_interval=0.2, dead_after=0.8, ack_timeout=1.0) as worker:
         await subscribe(api, svc, channel_type="ticker", symbol="BTCUSDT", category="spot")
         await wait_until(lambda: subscribed(worker, Endpoint.SPOT, "tickers.BTCUSDT"), what="subscribed")
         fake.stall("spot")
