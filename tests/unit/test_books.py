@@ -3,11 +3,9 @@ a naive reference book written here from PROTOCOL.md §7.3."""
 
 from __future__ import annotations
 
-import os
 import zlib
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 
 import msgspec
 import pytest
@@ -28,10 +26,7 @@ from stream_worker.bybit.books import (
     book_checksum,
 )
 from tests.strategies import BookMessage, BookStep, Reset, book_streams
-
-SAMPLES = Path(
-    os.environ.get("BYBIT_SAMPLES_DIR", Path(__file__).resolve().parents[3] / "shared" / "bybit" / "samples")
-)
+from tests.support.samples import SAMPLES
 
 Levels = list[Level]
 

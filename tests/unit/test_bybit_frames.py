@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -24,10 +22,7 @@ from stream_worker.bybit.frames import (
     reason,
     succeeded,
 )
-
-SAMPLES = Path(
-    os.environ.get("BYBIT_SAMPLES_DIR") or Path(__file__).resolve().parents[3] / "shared" / "bybit" / "samples"
-)
+from tests.support.samples import SAMPLES
 
 
 def sample_text(name: str) -> str:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 from collections import deque
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -30,10 +28,8 @@ from stream_worker.bybit.events import (
 )
 from stream_worker.bybit.protocol import BybitProtocol
 from stream_worker.bybit.signing import Credentials
+from tests.support.samples import SAMPLES
 
-SAMPLES = Path(
-    os.environ.get("BYBIT_SAMPLES_DIR") or Path(__file__).resolve().parents[3] / "shared" / "bybit" / "samples"
-)
 WALL_MS = 1_700_000_000_000
 OPTION_TOPIC = "orderbook.100.BTC-6JAN23-18000-C"  # the topic in op_subscribe_success_option.json
 LONG_TOPIC = "orderbook.50." + "X" * 40

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -14,15 +12,10 @@ import pytest
 from shared.enums import ChannelType, Endpoint
 from shared.events import ENVELOPE_DECODER
 from shared.payloads import Execution, Order, convert_payload
-from stream_worker.bybit.events import Push
-from stream_worker.bybit.protocol import BybitProtocol
-from stream_worker.bybit.signing import Credentials
 from stream_worker.normalize import Normalized, Normalizer, PayloadError
 from stream_worker.outgoing import Outgoing
+from tests.support.samples import compact, push_of, sample, sample_text
 
-SAMPLES = Path(
-    os.environ.get("BYBIT_SAMPLES_DIR") or Path(__file__).resolve().parents[3] / "shared" / "bybit" / "samples"
-)
 RECEIVED_MS = 1_700_000_000_123
 TRACE_ID = "trace-1"
 
@@ -68,28 +61,6 @@ BOOK_SAMPLES = [name for name in PUBLIC_SAMPLES if "orderbook" in name]
 TICKER_SAMPLES = [name for name in PUBLIC_SAMPLES if "tickers" in name]
 LIST_SAMPLES = [name for name in PUBLIC_SAMPLES if "publicTrade" in name or "kline" in name or "Liq" in name]
 PRIVATE_SAMPLES = ["private_order.json", "private_execution.json", "private_position.json", "private_wallet.json"]
-
-
-def sample_text(name: str) -> str:
-    return (SAMPLES / name).read_text()
-
-
-def sample(name: str) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(sample_text(name))
-    return loaded
-
-
-def compact(message: dict[str, Any]) -> str:
-    """A message the way Bybit sends it on the wire: one compact line."""
-    return json.dumps(message, separators=(",", ":"))
-
-
-def push_of(text: str, endpoint: Endpoint) -> Push:
-    """The `Push` the protocol core makes of a frame, as the worker receives it."""
-    credentials = Credentials(api_key="k", api_secret="s") if endpoint.private else None
-    (event,) = BybitProtocol(endpoint=endpoint, credentials=credentials).receive(text, now=1.0)
-    assert isinstance(event, Push)
-    return event
 
 
 def normalize(text: str, endpoint: Endpoint) -> Normalized:

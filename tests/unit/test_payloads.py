@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -24,10 +22,8 @@ from shared.payloads import (
     decode_payload,
 )
 from shared.schema import ACCOUNT_DECIMAL_FIELDS, COIN_BOOL_FIELDS, COIN_DECIMAL_FIELDS
+from tests.support.samples import SAMPLES
 
-SAMPLES = Path(
-    os.environ.get("BYBIT_SAMPLES_DIR") or Path(__file__).resolve().parents[3] / "shared" / "bybit" / "samples"
-)
 TRADE_SAMPLES = sorted(p.name for p in SAMPLES.glob("public_publicTrade_*.json"))
 
 

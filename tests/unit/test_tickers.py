@@ -3,9 +3,7 @@ naive dict-update reference."""
 
 from __future__ import annotations
 
-import os
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -14,10 +12,7 @@ from hypothesis import given, settings
 
 from stream_worker.bybit.tickers import Category, TickerCache, TickerOutcomeKind
 from tests.strategies import Reset, TickerStep, ticker_streams
-
-SAMPLES = Path(
-    os.environ.get("BYBIT_SAMPLES_DIR", Path(__file__).resolve().parents[3] / "shared" / "bybit" / "samples")
-)
+from tests.support.samples import SAMPLES
 
 
 class Push(msgspec.Struct, frozen=True):
