@@ -107,6 +107,70 @@ class Liquidation(msgspec.Struct, frozen=True, kw_only=True):
     price: Decimal | None = _wire("p")  # bankruptcy price
 
 
+class BookUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    """The payload of an `orderbook` (or `orderbook_top`) event: a validated message, plus our checksum.
+
+    Levels stay the exchange's strings: the checksum is computed over those exact strings (README, "Order
+    books"). `type` is "snapshot" (replace your book) or "delta" (size "0" deletes a level, anything else sets
+    it); a Bybit `u == 1` restart is published as a snapshot. Every delta's `u` is the previous event's + 1.
+    """
+
+    type: str
+    ts: int | None = None
+    cts: int | None = None
+    symbol: str = msgspec.field(name="s")
+    bids: list[tuple[str, str]] = msgspec.field(name="b", default_factory=list)
+    asks: list[tuple[str, str]] = msgspec.field(name="a", default_factory=list)
+    update_id: int = msgspec.field(name="u")
+    seq: int | None = None
+    checksum: int
+    checksum_levels: int
+
+
+class BookInvalid(msgspec.Struct, frozen=True, kw_only=True):
+    """The payload of a `book_invalid` event: drop your book for this topic until the next snapshot."""
+
+    cause: str  # gap | delta_before_snapshot | crossed | reconnect | malformed
+    update_id: int | None = msgspec.field(default=None, name="u")  # the update id that revealed it
+
+
+class Ticker(msgspec.Struct, frozen=True, kw_only=True):
+    """The payload of a `ticker` event: the full merged ticker (§6.3, §8), and what this update changed.
+
+    Linear/inverse deltas are merged by the gateway, so every event is complete; `changed` lists the fields
+    whose value differs from the previous event (a field present in Bybit's delta may be unchanged).
+    Fields a category does not send stay None (spot has no funding, option has greeks).
+    """
+
+    type: str  # "snapshot" or "delta" (what Bybit sent; the payload is complete either way)
+    symbol: str
+    changed: list[str] = msgspec.field(default_factory=list)
+    ts: int | None = None
+    cs: int | None = None
+    last_price: Decimal | None = _wire("lastPrice")
+    mark_price: Decimal | None = _wire("markPrice")
+    index_price: Decimal | None = _wire("indexPrice")
+    high_price_24h: Decimal | None = _wire("highPrice24h")
+    low_price_24h: Decimal | None = _wire("lowPrice24h")
+    prev_price_24h: Decimal | None = _wire("prevPrice24h")
+    price_24h_pcnt: Decimal | None = _wire("price24hPcnt")
+    volume_24h: Decimal | None = _wire("volume24h")
+    turnover_24h: Decimal | None = _wire("turnover24h")
+    open_interest: Decimal | None = _wire("openInterest")
+    open_interest_value: Decimal | None = _wire("openInterestValue")
+    funding_rate: Decimal | None = _wire("fundingRate")
+    next_funding_time: int | None = _wire("nextFundingTime")
+    bid1_price: Decimal | None = _wire("bid1Price")
+    bid1_size: Decimal | None = _wire("bid1Size")
+    ask1_price: Decimal | None = _wire("ask1Price")
+    ask1_size: Decimal | None = _wire("ask1Size")
+    bid_price: Decimal | None = _wire("bidPrice")  # option
+    ask_price: Decimal | None = _wire("askPrice")  # option
+    mark_price_iv: Decimal | None = _wire("markPriceIv")  # option
+    delta: Decimal | None = None  # option
+    usd_index_price: Decimal | None = _wire("usdIndexPrice")  # spot
+
+
 # -- private account data (PROTOCOL.md §9) ----------------------------------------------------------------
 
 

@@ -39,6 +39,11 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     reconnect_cap: float = 30.0
     reconcile_interval: float = 30.0
     worker_id: str = "worker"
+    book_output: str = "stream"  # stream | top | both: what order-book consumers receive
+    book_top_interval: float = 0.1  # seconds between top-N snapshots (book_output top or both)
+    book_top_levels: int = 25
+    book_checksum_levels: int = 25
+    snapshot_timeout: float = 5.0  # an invalid book with no fresh snapshot after this long is resubscribed again
     market_queue_max_length: int = 100_000  # per market-data queue; the oldest are dropped beyond it
     shutdown_grace: float = 10.0
     log_level: str = "info"
@@ -79,6 +84,11 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
             reconnect_cap=env.number("BYBIT_RECONNECT_CAP", 30.0, minimum=0.1, maximum=600),
             reconcile_interval=env.number("WS_GATEWAY_RECONCILE_INTERVAL", 30.0, minimum=0.1, maximum=3600),
             worker_id=env.text("WS_GATEWAY_WORKER_ID", hostname),
+            book_output=env.choice("WS_GATEWAY_BOOK_OUTPUT", "stream", ("stream", "top", "both")),
+            book_top_interval=env.integer("WS_GATEWAY_BOOK_TOP_INTERVAL_MS", 100, minimum=10, maximum=60_000) / 1000,
+            book_top_levels=env.integer("WS_GATEWAY_BOOK_TOP_LEVELS", 25, minimum=1, maximum=1000),
+            book_checksum_levels=env.integer("WS_GATEWAY_BOOK_CHECKSUM_LEVELS", 25, minimum=1, maximum=1000),
+            snapshot_timeout=env.number("WS_GATEWAY_SNAPSHOT_TIMEOUT", 5.0, minimum=0.1, maximum=300),
             market_queue_max_length=env.integer(
                 "WS_GATEWAY_MARKET_QUEUE_MAX_LENGTH", 100_000, minimum=1, maximum=100_000_000
             ),

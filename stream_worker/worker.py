@@ -36,6 +36,7 @@ from stream_worker.commands import CommandListener
 from stream_worker.connection import Connection, ConnectionSettings
 from stream_worker.desired import Binding, DesiredSet, topic_changes
 from stream_worker.errors import WorkerError
+from stream_worker.market import BookOutput, MarketResult, MarketState
 from stream_worker.normalize import Normalizer, PayloadError
 from stream_worker.persistence import DATABASE_ERRORS, StateWriter, Store
 from stream_worker.publisher import Publisher
@@ -78,6 +79,16 @@ class Worker:
         self._trace_prefix = uuid.uuid4().hex[:8]
         self.connections: dict[Endpoint, Connection] = {}
         self.normalizers: dict[Endpoint, Normalizer] = {}
+        self.markets: dict[Endpoint, MarketState] = {
+            endpoint: MarketState(
+                endpoint,
+                book_output=BookOutput(settings.book_output),
+                top_levels=settings.book_top_levels,
+                checksum_levels=settings.book_checksum_levels,
+                snapshot_timeout=settings.snapshot_timeout,
+            )
+            for endpoint in PUBLIC_ENDPOINTS
+        }
         for endpoint in PUBLIC_ENDPOINTS:
             self._add_connection(endpoint, None, settings.public_ws_url, connection_settings)
         if settings.bybit_api_key is not None and settings.bybit_api_secret is not None:
@@ -105,7 +116,7 @@ class Worker:
             protocol,
             f"{base_url}{endpoint.path}",
             self.on_event,
-            on_connected=self._request_reload,
+            on_connected=self._on_connected,
             settings=connection_settings,
         )
         self.normalizers[endpoint] = Normalizer(endpoint)
@@ -123,6 +134,7 @@ class Worker:
                     inputs.create_task(self._reconcile_periodically(), name="reconciler")
                     inputs.create_task(self.commands.run(), name="commands")
                     inputs.create_task(self._heartbeat(), name="heartbeat")
+                    inputs.create_task(self._market_timers(), name="market-timers")
                     for endpoint, connection in self.connections.items():
                         inputs.create_task(connection.run(), name=f"bybit-{endpoint}")
                     inputs.create_task(_raise_when_set(stop), name="stop")
@@ -145,8 +157,41 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._reload_requested.wait(), self.settings.reconcile_interval)
 
-    def _request_reload(self, endpoint: Endpoint) -> None:
+    def _on_connected(self, endpoint: Endpoint) -> None:
+        """A socket (re)connected: its books start over, and anything missed meanwhile is re-read."""
         self._reload_requested.set()
+        market = self.markets.get(endpoint)
+        if market is not None:
+            result = market.reset(now=time.monotonic(), received_ms=int(self._wall() * 1000), trace_id=self._trace_id())
+            self._publish_market(endpoint, result)
+
+    def _trace_id(self) -> str:
+        return f"{self._trace_prefix}-{next(self._trace_ids)}"
+
+    def _publish_market(self, endpoint: Endpoint, result: MarketResult) -> None:
+        for item in result.events:
+            self.publisher.offer_market(item)
+        for topic in result.resubscribe:
+            connection = self.connections[endpoint]
+            if topic in connection.protocol.wanted:
+                logger.bind(endpoint=endpoint.value, topic=topic).info("resubscribing to resync")
+                connection.resubscribe(topic)
+
+    async def _market_timers(self) -> None:
+        """Resubscribe books whose fresh snapshot is overdue; emit throttled top-N snapshots if configured."""
+        interval = min(1.0, self.settings.book_top_interval)
+        next_overdue_check = 0.0
+        while True:
+            now = time.monotonic()
+            received_ms = int(self._wall() * 1000)
+            for endpoint, market in self.markets.items():
+                for item in market.top_snapshots(received_ms=received_ms, trace_id=self._trace_id()):
+                    self.publisher.offer_market(item)
+                if now >= next_overdue_check:
+                    self._publish_market(endpoint, MarketResult(resubscribe=market.overdue(now)))
+            if now >= next_overdue_check:
+                next_overdue_check = now + 1.0
+            await asyncio.sleep(interval)
 
     # -- converging to the desired state --------------------------------------------------------------------
 
@@ -198,6 +243,8 @@ class Worker:
         for endpoint, removed in changes.unsubscribe.items():
             for topic in sorted(removed):
                 self.connections[endpoint].unwant(topic)
+            if endpoint in self.markets:
+                self.markets[endpoint].forget(removed)
         for binding in sorted(self.bound - desired_bindings, key=_binding_order):
             try:
                 await self.publisher.unbind(binding.service, binding.channel_type, binding.key)
@@ -252,7 +299,15 @@ class Worker:
 
     async def _on_push(self, endpoint: Endpoint, push: Push) -> None:
         received_ms = int(self._wall() * 1000)
-        trace_id = f"{self._trace_prefix}-{next(self._trace_ids)}"
+        trace_id = self._trace_id()
+        market = self.markets.get(endpoint)
+        if market is not None and market.handles(push.topic):
+            self._publish_market(
+                endpoint, market.on_push(push, now=time.monotonic(), received_ms=received_ms, trace_id=trace_id)
+            )
+            self.state.touch(endpoint, push.topic, received_ms)
+            self.counters[f"received:{endpoint.value}"] += 1
+            return
         try:
             normalized = self.normalizers[endpoint].normalize(push, received_ms=received_ms, trace_id=trace_id)
         except PayloadError as error:
@@ -306,6 +361,7 @@ class Worker:
             "sockets": sockets,
             "publisher": self.publisher.stats_dict(),
             "counters": dict(self.counters),
+            "market": {e.value: dict(m.counters) for e, m in self.markets.items() if m.counters},
             "commands_connected": self.commands.connected,
             "state_pending": self.state.pending,
         }

@@ -1,0 +1,308 @@
+"""Order books and tickers of one public socket: what gets published, and which topics need a resubscribe.
+
+Sans-I/O: pushes and the time go in; events to publish and topics to resubscribe come out. The worker moves
+them. A book is published only while it is valid (PROTOCOL.md §7.3): its first invalidation publishes one
+`book_invalid` event and asks for a resubscribe, and nothing more from that book goes out until a fresh
+snapshot. A reconnect invalidates every book of the socket. Tickers are published merged (§8), with the set
+of fields the update actually changed, so a consumer never merges.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from shared.enums import ChannelType, Endpoint
+from shared.events import EventEnvelope
+from shared.payloads import BookInvalid, BookUpdate
+from shared.routing import event_routing_key, topic_variant
+from stream_worker.bybit.books import BOOK_DATA, BookData, BookLevel, BookOutcomeKind, InvalidCause, OrderBook
+from stream_worker.bybit.events import Push
+from stream_worker.bybit.tickers import TickerCache, TickerOutcomeKind
+from stream_worker.outgoing import Outgoing
+
+BOOK_PREFIX = "orderbook."
+TICKER_PREFIX = "tickers."
+
+
+class BookOutput(enum.StrEnum):
+    """What consumers of order books receive (a deployment setting)."""
+
+    STREAM = "stream"  # the validated snapshot/delta stream with u, seq and our checksum
+    TOP = "top"  # only throttled top-N snapshots of our maintained book
+    BOTH = "both"
+
+
+@dataclass(slots=True)
+class MarketResult:
+    events: list[Outgoing] = field(default_factory=list)
+    resubscribe: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _BookSlot:
+    book: OrderBook
+    routing_key: str
+    symbol: str
+    invalid_since: float | None = None  # when we last asked for a fresh snapshot
+    changed: bool = False  # since the last top-N snapshot
+
+
+@dataclass(slots=True)
+class _TickerSlot:
+    cache: TickerCache
+    routing_key: str
+    symbol: str
+
+
+def _levels(levels: Iterable[BookLevel]) -> list[tuple[str, str]]:
+    return [(level.price, level.size) for level in levels]
+
+
+class MarketState:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        book_output: BookOutput = BookOutput.STREAM,
+        top_levels: int = 25,
+        checksum_levels: int = 25,
+        snapshot_timeout: float = 5.0,
+    ) -> None:
+        if endpoint.category is None:
+            raise ValueError("market state belongs to a public socket")
+        self._category = endpoint.category
+        self._book_output = book_output
+        self._top_levels = top_levels
+        self._checksum_levels = checksum_levels
+        self._snapshot_timeout = snapshot_timeout
+        self._books: dict[str, _BookSlot] = {}
+        self._tickers: dict[str, _TickerSlot] = {}
+        self._status_ids = itertools.count(1)
+        self.counters: Counter[str] = Counter()
+
+    @staticmethod
+    def handles(topic: str) -> bool:
+        return topic.startswith((BOOK_PREFIX, TICKER_PREFIX))
+
+    def books(self) -> dict[str, OrderBook]:
+        return {topic: slot.book for topic, slot in self._books.items()}
+
+    # -- pushes ---------------------------------------------------------------------------------------------
+
+    def on_push(self, push: Push, *, now: float, received_ms: int, trace_id: str) -> MarketResult:
+        if push.topic.startswith(BOOK_PREFIX):
+            return self._on_book(push, now, received_ms, trace_id)
+        return self._on_ticker(push, now, received_ms, trace_id)
+
+    def _book_slot(self, topic: str) -> _BookSlot:
+        slot = self._books.get(topic)
+        if slot is None:
+            book = OrderBook.from_topic(topic)
+            symbol = topic.split(".", 2)[2]
+            key = event_routing_key(
+                ChannelType.ORDERBOOK, self._category, symbol, topic_variant(ChannelType.ORDERBOOK, topic)
+            )
+            slot = self._books[topic] = _BookSlot(book=book, routing_key=key, symbol=symbol)
+        return slot
+
+    def _on_book(self, push: Push, now: float, received_ms: int, trace_id: str) -> MarketResult:
+        slot = self._book_slot(push.topic)
+        result = MarketResult()
+        data: BookData | None
+        try:
+            data = BOOK_DATA.decode(push.data)
+        except msgspec.DecodeError:  # we may have missed levels: the book cannot be trusted
+            data = None
+        if data is None:
+            outcome = slot.book.invalidate(InvalidCause.MALFORMED)
+        else:
+            outcome = slot.book.apply(push.type or "", data, ts=push.ts, cts=push.cts)
+        self.counters[f"book:{outcome.kind.value}"] += 1
+        if outcome.cause is not None and outcome.kind is BookOutcomeKind.INVALIDATED:
+            self.counters[f"book_invalid:{outcome.cause.value}"] += 1
+        if outcome.just_invalidated:
+            result.events.append(
+                self._invalid_event(push.topic, slot, outcome.cause, outcome.update_id, trace_id, received_ms)
+            )
+            result.resubscribe.append(push.topic)
+            slot.invalid_since = now
+        elif outcome.publishable and data is not None:
+            slot.invalid_since = None
+            slot.changed = True
+            if self._book_output is not BookOutput.TOP:
+                kind = "snapshot" if outcome.kind is BookOutcomeKind.SNAPSHOT else "delta"
+                result.events.append(self._book_event(push, slot, data.bids, data.asks, kind, received_ms, trace_id))
+        return result
+
+    def _book_event(
+        self,
+        push: Push,
+        slot: _BookSlot,
+        bids: Iterable[BookLevel],
+        asks: Iterable[BookLevel],
+        kind: str,
+        received_ms: int,
+        trace_id: str,
+    ) -> Outgoing:
+        book = slot.book
+        payload = BookUpdate(
+            type=kind,
+            ts=push.ts,
+            cts=push.cts,
+            symbol=slot.symbol,
+            bids=_levels(bids),
+            asks=_levels(asks),
+            update_id=book.last_update_id or 0,
+            seq=book.last_seq,
+            checksum=book.checksum(self._checksum_levels),
+            checksum_levels=self._checksum_levels,
+        )
+        envelope = EventEnvelope(
+            event_id=f"orderbook:{self._category}:{push.topic}:{payload.update_id}:{kind}",
+            event_type=ChannelType.ORDERBOOK.value,
+            category=self._category,
+            symbol=slot.symbol,
+            topic=push.topic,
+            exchange_ts=push.cts if push.cts is not None else push.ts,
+            received_ts=received_ms,
+            published_ts=0,
+            trace_id=trace_id,
+            payload=payload,
+        )
+        return Outgoing(envelope, ChannelType.ORDERBOOK, slot.routing_key, False)
+
+    def _invalid_event(
+        self,
+        topic: str,
+        slot: _BookSlot,
+        cause: InvalidCause | None,
+        update_id: int | None,
+        trace_id: str,
+        received_ms: int,
+    ) -> Outgoing:
+        payload = BookInvalid(cause=(cause or InvalidCause.DELTA_BEFORE_SNAPSHOT).value, update_id=update_id)
+        envelope = EventEnvelope(
+            event_id=f"book_invalid:{self._category}:{topic}:{received_ms}:{next(self._status_ids)}",
+            event_type="book_invalid",
+            category=self._category,
+            symbol=slot.symbol,
+            topic=topic,
+            exchange_ts=None,
+            received_ts=received_ms,
+            published_ts=0,
+            trace_id=trace_id,
+            payload=payload,
+        )
+        return Outgoing(envelope, ChannelType.ORDERBOOK, slot.routing_key, False)
+
+    def _on_ticker(self, push: Push, now: float, received_ms: int, trace_id: str) -> MarketResult:
+        slot = self._tickers.get(push.topic)
+        if slot is None:
+            symbol = push.topic.split(".", 1)[1]
+            cache = TickerCache(push.topic, self._category, snapshot_timeout=self._snapshot_timeout)  # type: ignore[arg-type]
+            key = event_routing_key(ChannelType.TICKER, self._category, symbol)
+            slot = self._tickers[push.topic] = _TickerSlot(cache=cache, routing_key=key, symbol=symbol)
+        outcome = slot.cache.apply(push.type or "", push.data, push.cs, push.ts, now=now)
+        self.counters[f"ticker:{outcome.kind.value}"] += 1
+        result = MarketResult()
+        if outcome.resubscribe:
+            result.resubscribe.append(push.topic)
+        if outcome.ticker is not None and outcome.kind in (TickerOutcomeKind.SNAPSHOT, TickerOutcomeKind.DELTA):
+            payload = {
+                "type": outcome.kind.value,
+                "ts": push.ts,
+                "cs": push.cs,
+                "changed": sorted(outcome.changed),
+                **outcome.ticker,
+            }
+            envelope = EventEnvelope(
+                event_id=f"ticker:{self._category}:{push.topic}:{push.cs or ''}:{push.ts or ''}",
+                event_type=ChannelType.TICKER.value,
+                category=self._category,
+                symbol=slot.symbol,
+                topic=push.topic,
+                exchange_ts=push.ts,
+                received_ts=received_ms,
+                published_ts=0,
+                trace_id=trace_id,
+                payload=payload,
+            )
+            result.events.append(Outgoing(envelope, ChannelType.TICKER, slot.routing_key, False))
+        return result
+
+    # -- socket lifecycle and timers -----------------------------------------------------------------------
+
+    def reset(self, *, now: float, received_ms: int, trace_id: str) -> MarketResult:
+        """A reconnect: every book becomes invalid (valid ones say so) and ticker caches are dropped."""
+        result = MarketResult()
+        for topic, slot in self._books.items():
+            outcome = slot.book.reset()
+            if outcome.just_invalidated:
+                self.counters["book_invalid:reconnect"] += 1
+                result.events.append(
+                    self._invalid_event(topic, slot, InvalidCause.RECONNECT, None, trace_id, received_ms)
+                )
+            slot.invalid_since = None  # the reconnect resubscribes every topic anyway
+        for ticker in self._tickers.values():
+            ticker.cache.reset()
+        return result
+
+    def forget(self, topics: Iterable[str]) -> None:
+        """Topics no longer wanted: drop their state."""
+        for topic in topics:
+            self._books.pop(topic, None)
+            self._tickers.pop(topic, None)
+
+    def overdue(self, now: float) -> list[str]:
+        """Invalid books whose resubscribe brought no snapshot within the timeout: ask again."""
+        topics = []
+        for topic, slot in self._books.items():
+            if slot.invalid_since is not None and now - slot.invalid_since >= self._snapshot_timeout:
+                slot.invalid_since = now
+                self.counters["book:resubscribe_retry"] += 1
+                topics.append(topic)
+        return topics
+
+    def top_snapshots(self, *, received_ms: int, trace_id: str) -> list[Outgoing]:
+        """Top-N snapshots of every valid book that changed since the last call (for BookOutput TOP/BOTH)."""
+        if self._book_output is BookOutput.STREAM:
+            return []
+        events = []
+        for topic, slot in self._books.items():
+            book = slot.book
+            if not (slot.changed and book.is_valid):
+                continue
+            slot.changed = False
+            bids, asks = book.top(self._top_levels)
+            payload = BookUpdate(
+                type="snapshot",
+                ts=book.last_ts,
+                cts=book.last_cts,
+                symbol=slot.symbol,
+                bids=bids,
+                asks=asks,
+                update_id=book.last_update_id or 0,
+                seq=book.last_seq,
+                checksum=book.checksum(self._checksum_levels),
+                checksum_levels=self._checksum_levels,
+            )
+            envelope = EventEnvelope(
+                event_id=f"orderbook_top:{self._category}:{topic}:{payload.update_id}",
+                event_type="orderbook_top",
+                category=self._category,
+                symbol=slot.symbol,
+                topic=topic,
+                exchange_ts=book.last_cts if book.last_cts is not None else book.last_ts,
+                received_ts=received_ms,
+                published_ts=0,
+                trace_id=trace_id,
+                payload=payload,
+            )
+            events.append(Outgoing(envelope, ChannelType.ORDERBOOK, slot.routing_key, False))
+        return events
