@@ -66,14 +66,6 @@ class LiquidationView(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     size: str = msgspec.field(name="v")
 
 
-class BookView(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    update_id: int = msgspec.field(name="u")
-
-
-class ObjectView(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """Any JSON object: decoding into it checks that a ticker's `data` is one."""
-
-
 def trade_id_prefix(category: str, symbol: str) -> str:
     """Everything of a trade's event id but the trade id, shared by every trade of a push."""
     return f"trades:{category}:{symbol}:"
@@ -87,8 +79,9 @@ def liquidation_event_id(category: str, item: LiquidationView) -> str:
     return f"liquidation:{category}:{item.symbol}:{item.time}:{item.side}:{item.price}:{item.size}"
 
 
-def book_event_id(category: str, push: Push, book: BookView) -> str:
-    return f"orderbook:{category}:{push.topic}:{book.update_id}:{id_part(push.type)}"
+def book_event_id(category: str, topic: str, update_id: int, kind: str) -> str:
+    """`kind` is what we publish: "snapshot" or "delta" (a u == 1 restart is published as a snapshot)."""
+    return f"orderbook:{category}:{topic}:{update_id}:{kind}"
 
 
 def ticker_event_id(category: str, push: Push) -> str:

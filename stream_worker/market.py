@@ -24,6 +24,7 @@ from shared.routing import event_routing_key, topic_variant
 from stream_worker.bybit.books import BOOK_DATA, BookData, BookLevel, BookOutcomeKind, InvalidCause, OrderBook
 from stream_worker.bybit.events import Push
 from stream_worker.bybit.tickers import TickerCache, TickerOutcomeKind
+from stream_worker.event_ids import book_event_id, ticker_event_id
 from stream_worker.outgoing import Outgoing
 
 BOOK_PREFIX = "orderbook."
@@ -164,7 +165,7 @@ class MarketState:
             checksum_levels=self._checksum_levels,
         )
         envelope = EventEnvelope(
-            event_id=f"orderbook:{self._category}:{push.topic}:{payload.update_id}:{kind}",
+            event_id=book_event_id(self._category, push.topic, payload.update_id, kind),
             event_type=ChannelType.ORDERBOOK.value,
             category=self._category,
             symbol=slot.symbol,
@@ -222,7 +223,7 @@ class MarketState:
                 **outcome.ticker,
             }
             envelope = EventEnvelope(
-                event_id=f"ticker:{self._category}:{push.topic}:{push.cs or ''}:{push.ts or ''}",
+                event_id=ticker_event_id(self._category, push),
                 event_type=ChannelType.TICKER.value,
                 category=self._category,
                 symbol=slot.symbol,

@@ -3,12 +3,10 @@
 Each payload is Bybit's own JSON for one item, byte for byte: field names, decimal strings, and fields we do
 not know yet. `data` is split into its elements as `msgspec.Raw`, each element is the payload unchanged
 (msgspec writes a `Raw` verbatim inside the envelope), and from the same bytes only a tiny view struct is
-decoded for the ids and times (`event_ids`). Tickers and books are the exception: their payload is the `data`
-object with the push's `type`, `ts`, `cts` and `cs` spliced in front (each only when present), still as bytes.
-Consumers read payloads with `shared.payloads`.
+decoded for the ids and times (`event_ids`). Consumers read payloads with `shared.payloads`.
 
-One event per trade, kline, liquidation, order update, execution, position and wallet coin; one per push for
-tickers and books (book validation and ticker merging happen elsewhere). Event ids: see `event_ids`.
+One event per trade, kline, liquidation, order update, execution, position and wallet coin. Tickers and order
+books are stateful (merged, validated) and go through `stream_worker.market` instead. Event ids: `event_ids`.
 
 Envelope fields:
 - `category`: the socket's for public data; the item's `category` for order, execution and position (the
@@ -42,32 +40,26 @@ from stream_worker.bybit.events import Push
 from stream_worker.errors import WorkerError
 from stream_worker.event_ids import (
     AccountView,
-    BookView,
     CoinView,
     ExecutionView,
     KlineView,
     LiquidationView,
-    ObjectView,
     OrderView,
     PositionView,
     TradeView,
     WalletView,
     balance_event_id,
-    book_event_id,
     execution_event_id,
     kline_event_id,
     liquidation_event_id,
     order_event_id,
     position_event_id,
-    ticker_event_id,
     trade_id_prefix,
 )
 from stream_worker.outgoing import Outgoing
 
 PUBLIC_CHANNELS: dict[str, ChannelType] = {
     "publicTrade": ChannelType.TRADES,
-    "tickers": ChannelType.TICKER,
-    "orderbook": ChannelType.ORDERBOOK,
     "kline": ChannelType.KLINE,
     "allLiquidation": ChannelType.LIQUIDATION,
 }
@@ -77,14 +69,12 @@ PRIVATE_CHANNELS: dict[str, ChannelType] = {
     "position": ChannelType.POSITION,
     "wallet": ChannelType.BALANCE,
 }
-_SYMBOL_AFTER_PARAMETER = frozenset({ChannelType.ORDERBOOK, ChannelType.KLINE})  # orderbook.50.X, kline.5.X
+_SYMBOL_AFTER_PARAMETER = frozenset({ChannelType.KLINE})  # kline.5.X
 
 _ELEMENTS = msgspec.json.Decoder(list[msgspec.Raw])
 _TRADE = msgspec.json.Decoder(TradeView)
 _KLINE = msgspec.json.Decoder(KlineView)
 _LIQUIDATION = msgspec.json.Decoder(LiquidationView)
-_BOOK = msgspec.json.Decoder(BookView)
-_OBJECT = msgspec.json.Decoder(ObjectView)
 _ORDER = msgspec.json.Decoder(OrderView)
 _EXECUTION = msgspec.json.Decoder(ExecutionView)
 _POSITION = msgspec.json.Decoder(PositionView)
@@ -148,8 +138,8 @@ class Normalizer:
                     events = self._klines(push, route, received_ms, trace_id)
                 case ChannelType.LIQUIDATION:
                     events = self._liquidations(push, route, received_ms, trace_id)
-                case _:  # ticker, orderbook
-                    events = [self._whole_push(push, route, received_ms, trace_id)]
+                case _:
+                    raise PayloadError("unknown_topic", f"{push.topic!r} belongs to the market state, not here")
         except msgspec.DecodeError as error:  # a ValidationError is a DecodeError
             raise PayloadError(f"{route.channel.value}:bad_data", str(error)) from error
         return Normalized(events=events)
@@ -218,17 +208,6 @@ class Normalizer:
             event_id = liquidation_event_id(self._category, item)
             events.append(self._market(event_id, route, push, item.time, raw, received_ms, trace_id))
         return events
-
-    def _whole_push(self, push: Push, route: _Route, received_ms: int, trace_id: str) -> Outgoing:
-        if route.channel is ChannelType.ORDERBOOK:
-            event_id = book_event_id(self._category, push, _BOOK.decode(push.data))
-            exchange_ts = push.cts if push.cts is not None else push.ts
-        else:
-            _OBJECT.decode(push.data)
-            event_id = ticker_event_id(self._category, push)
-            exchange_ts = push.ts
-        payload = _with_push_fields(push)
-        return self._market(event_id, route, push, exchange_ts, payload, received_ms, trace_id)
 
     # -- private account data ----------------------------------------------------------------------------
 
@@ -320,22 +299,3 @@ class Normalizer:
         except msgspec.DecodeError as error:
             raise PayloadError("balance:bad_data", str(error)) from error
         return Normalized(events=events, wallets=wallets)
-
-
-def _with_push_fields(push: Push) -> msgspec.Raw:
-    """The `data` object with the push's `type`, `ts`, `cts` and `cs` spliced in front, still as bytes.
-
-    Call it only once `data` has decoded as an object: the splice trusts that it is one.
-    """
-    fields = {
-        name: value
-        for name, value in (("type", push.type), ("ts", push.ts), ("cts", push.cts), ("cs", push.cs))
-        if value is not None
-    }
-    if not fields:
-        return push.data
-    head = _ENCODER.encode(fields)  # b'{"type":"delta","ts":...}'
-    rest = bytes(push.data)[1:].lstrip()
-    if rest.startswith(b"}"):  # an empty object
-        return msgspec.Raw(head)
-    return msgspec.Raw(head[:-1] + b"," + rest)

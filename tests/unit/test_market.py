@@ -151,3 +151,33 @@ def test_book_payload_reads_as_the_shared_book_struct() -> None:
     assert (update.type, update.update_id, update.symbol) == ("snapshot", 100, "BTCUSDT")
     assert update.bids == [("99.5", "1"), ("99", "2")]
     assert update.checksum == book_checksum(update.bids, update.asks, update.checksum_levels)
+
+
+SNAPSHOT_SAMPLES = {
+    "public_orderbook_snapshot_linear.json": Endpoint.LINEAR,
+    "public_orderbook_snapshot_linear_docs.json": Endpoint.LINEAR,
+    "public_orderbook_snapshot_spot.json": Endpoint.SPOT,
+    "public_orderbook_snapshot_option.json": Endpoint.OPTION,
+    "public_orderbook_snapshot_option_2024.json": Endpoint.OPTION,
+    "public_orderbook_snapshot_option_empty.json": Endpoint.OPTION,
+    "public_orderbook1_snapshot_linear_2023.json": Endpoint.LINEAR,
+    "public_orderbook1_snapshot_spot_2023.json": Endpoint.SPOT,
+}
+
+
+@pytest.mark.parametrize(("name", "endpoint"), SNAPSHOT_SAMPLES.items())
+def test_every_real_book_snapshot_is_published_once_with_level_strings_exact(name: str, endpoint: Endpoint) -> None:
+    message = sample(name)
+    result = feed(MarketState(endpoint), endpoint, message)
+    (event,) = result.events
+    body = payload(result)
+    assert body["type"] == "snapshot"
+    assert body["b"] == message["data"]["b"]
+    assert body["a"] == message["data"]["a"]
+    assert event.envelope.event_id == f"orderbook:{endpoint.value}:{message['topic']}:{message['data']['u']}:snapshot"
+
+
+def test_option_ticker_without_cs_has_an_empty_id_part() -> None:
+    message = sample("public_tickers_option.json")
+    (event,) = feed(MarketState(Endpoint.OPTION), Endpoint.OPTION, message).events
+    assert event.envelope.event_id == f"ticker:option:{message['topic']}::{message['ts']}"
