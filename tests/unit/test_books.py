@@ -586,7 +586,7 @@ def run_against_reference(depth: int, steps: list[BookStep]) -> None:
             assert outcome.kind not in (BookOutcomeKind.SNAPSHOT, BookOutcomeKind.DELTA)
 
 
-@settings(max_examples=900, deadline=None)
+@settings(max_examples=2000, deadline=None)
 @given(book_streams(depth=50))
 def test_book_equals_reference_book_or_says_it_is_invalid(steps: list[BookStep]) -> None:
     run_against_reference(50, steps)
