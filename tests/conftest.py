@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
+from hypothesis import settings
 
 from control_api.settings import ApiSettings
 from shared.config import Secret
@@ -13,6 +15,11 @@ from tests.support import services
 from tests.support.apiserver import api_client
 
 API_KEY = "test-api-key"
+
+# CI must be deterministic (a flaky test is a bug); developers' runs keep exploring new random examples.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

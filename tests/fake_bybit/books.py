@@ -170,13 +170,14 @@ class BookStream:
         raise ValueError(f"unknown book fault {kind!r}; expected one of {BOOK_FAULTS}")
 
     def _stale(self, now_ms: int) -> JsonObject:
-        """An old `u` (last - 1) carrying sizes the book never had: a client must drop it."""
+        """An old `u` (last - 1, or last itself) carrying sizes the book never had: a client must drop it."""
         price = self._rng.choice(list(self.bids))
         bogus = {price: self.bids[price] + self._size_unit}
         texts = self._texts(_diff({}, bogus, reverse=True), [])
         type_ = "snapshot" if self.level1 else "delta"
         message = self._message(type_, texts, now_ms)
-        message["data"]["u"] = self.u - 1
+        # u == 1 is not stale but a restart (§7.1): right after a restart repeat the current u instead.
+        message["data"]["u"] = self.u - 1 if self.u - 1 != 1 else self.u
         message["data"]["seq"] = self.seq - self._rng.randint(1, 5)
         return message
 
