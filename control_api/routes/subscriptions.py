@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.openapi import ResponseSpec
-from litestar.params import FromQuery, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from sqlalchemy import Select, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
@@ -88,7 +88,7 @@ class SubscriptionController(Controller):
         },
     )
     async def create(
-        self, request: Request[Any, Any, Any], data: SubscriptionCreate, db: Db, relay: Relay
+        self, request: Request[Any, Any, Any], data: JSONBody[SubscriptionCreate], db: Db, relay: Relay
     ) -> Response[Subscription]:
         try:
             spec = topic_for(
@@ -177,7 +177,7 @@ class SubscriptionController(Controller):
         summary="Get one subscription",
         responses=error_responses(400, 401, 404, 503),
     )
-    async def get_subscription(self, subscription_id: uuid.UUID, db: Db) -> Subscription:
+    async def get_subscription(self, subscription_id: FromPath[uuid.UUID], db: Db) -> Subscription:
         async with db.transaction() as session:
             row = await session.get(SubscriptionRow, subscription_id)
         if row is None:
@@ -192,7 +192,7 @@ class SubscriptionController(Controller):
         responses=error_responses(400, 401, 404, 503),
     )
     async def cancel(
-        self, request: Request[Any, Any, Any], subscription_id: uuid.UUID, db: Db, relay: Relay
+        self, request: Request[Any, Any, Any], subscription_id: FromPath[uuid.UUID], db: Db, relay: Relay
     ) -> Subscription:
         async with db.transaction() as session:
             row = (await session.scalars(_cancel(SubscriptionRow.id == subscription_id))).one_or_none()
@@ -212,7 +212,7 @@ class SubscriptionController(Controller):
         responses=error_responses(400, 401, 503),
     )
     async def cancel_service(
-        self, request: Request[Any, Any, Any], service: ServiceName, db: Db, relay: Relay
+        self, request: Request[Any, Any, Any], service: FromPath[ServiceName], db: Db, relay: Relay
     ) -> CancelledCount:
         async with db.transaction() as session:
             rows = (await session.scalars(_cancel(SubscriptionRow.requesting_service == service))).all()
