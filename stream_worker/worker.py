@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import random
 import time
 import uuid
 from collections import Counter
@@ -19,6 +20,7 @@ from loguru import logger
 
 from shared.commands import Command, ResyncRequested, SubscriptionsChanged
 from shared.enums import Endpoint, SubscriptionStatus
+from stream_worker.backoff import Backoff
 from stream_worker.balances import BalanceWriter
 from stream_worker.bybit.events import (
     Authenticated,
@@ -40,6 +42,8 @@ from stream_worker.market import BookOutput, MarketResult, MarketState
 from stream_worker.normalize import Normalizer, PayloadError
 from stream_worker.persistence import DATABASE_ERRORS, StateWriter, Store
 from stream_worker.publisher import Publisher
+from stream_worker.rest import BybitRest, BybitRestError
+from stream_worker.resync import AccountResync
 from stream_worker.settings import WorkerSettings
 
 PUBLIC_ENDPOINTS = (Endpoint.SPOT, Endpoint.LINEAR, Endpoint.INVERSE, Endpoint.OPTION)
@@ -91,9 +95,17 @@ class Worker:
         }
         for endpoint in PUBLIC_ENDPOINTS:
             self._add_connection(endpoint, None, settings.public_ws_url, connection_settings)
+        self.rest: BybitRest | None = None
+        self.resync: AccountResync | None = None
+        self._resync_requested = asyncio.Event()
+        self._last_private_frame_ms: int | None = None
+        self._resync_since_ms: int | None = None
+        self.resync_state: dict[str, Any] = {"runs": 0, "failures": 0, "last_ok_ms": None, "last_error": None}
         if settings.bybit_api_key is not None and settings.bybit_api_secret is not None:
             credentials = Credentials(settings.bybit_api_key.reveal(), settings.bybit_api_secret.reveal())
             self._add_connection(Endpoint.PRIVATE, credentials, settings.private_ws_url, connection_settings)
+            self.rest = BybitRest(settings.rest_url, credentials)
+            self.resync = AccountResync(self.rest)
         self.commands = CommandListener(
             settings.rabbitmq_url, self.worker_id, self.on_command, on_connected=self.reload
         )
@@ -135,6 +147,8 @@ class Worker:
                     inputs.create_task(self.commands.run(), name="commands")
                     inputs.create_task(self._heartbeat(), name="heartbeat")
                     inputs.create_task(self._market_timers(), name="market-timers")
+                    if self.resync is not None:
+                        inputs.create_task(self._resync_after_auth(self.resync), name="account-resync")
                     for endpoint, connection in self.connections.items():
                         inputs.create_task(connection.run(), name=f"bybit-{endpoint}")
                     inputs.create_task(_raise_when_set(stop), name="stop")
@@ -148,6 +162,8 @@ class Worker:
                     await self.state.flush()
             for task in (publishing, writing, balances):
                 task.cancel()
+        if self.rest is not None:
+            await self.rest.close()
 
     async def _reconcile_periodically(self) -> None:
         """Re-read on start-up, every reconcile interval, and soon after any Bybit socket (re)connects."""
@@ -276,6 +292,11 @@ class Worker:
     # -- events from the Bybit sockets (the hot path) ------------------------------------------------------
 
     async def on_event(self, endpoint: Endpoint, event: Event) -> None:
+        if endpoint is Endpoint.PRIVATE:
+            if isinstance(event, Authenticated):
+                # The gap to re-sync began after the previous session's last frame (None on first start).
+                self._resync_since_ms = self._last_private_frame_ms
+            self._last_private_frame_ms = int(self._wall() * 1000)
         match event:
             case Push():
                 await self._on_push(endpoint, event)
@@ -288,6 +309,7 @@ class Worker:
                 self._statuses_written[(endpoint, topic)] = frozenset(self.desired.subscription_ids(endpoint, topic))
             case Authenticated():
                 logger.bind(endpoint=endpoint.value).info("bybit private stream authenticated")
+                self._resync_requested.set()  # pushes missed while we were away are not replayed (§9.8)
             case AuthRejected(reason=reason):
                 logger.bind(reason=reason).error(
                     "bybit rejected our API key: check clock skew, key, secret and BYBIT_ENVIRONMENT"
@@ -322,6 +344,40 @@ class Worker:
             await self.balances.put(wallet)
         self.state.touch(endpoint, push.topic, received_ms)
         self.counters[f"received:{endpoint.value}"] += 1
+
+    # -- account re-sync over REST ---------------------------------------------------------------------------
+
+    async def _resync_after_auth(self, resync: AccountResync) -> None:
+        """After every (re)auth fetch the account state the stream may have missed; retry until it lands."""
+        backoff = Backoff(1.0, 60.0, random.Random())
+        while True:
+            await self._resync_requested.wait()
+            self._resync_requested.clear()
+            since_ms = self._resync_since_ms  # None on first start: Bybit's default window
+            while True:
+                private = self.connections[Endpoint.PRIVATE].protocol
+                try:
+                    result = await resync.run(
+                        sorted(private.wanted),
+                        since_ms=since_ms,
+                        received_ms=int(self._wall() * 1000),
+                        trace_id=self._trace_id(),
+                    )
+                except (BybitRestError, PayloadError) as error:
+                    self.resync_state["failures"] += 1
+                    self.resync_state["last_error"] = str(error)
+                    delay = backoff.next_delay()
+                    logger.bind(error=str(error), retry_in_s=round(delay, 2)).warning("account re-sync failed")
+                    await asyncio.sleep(delay)
+                    continue
+                break
+            backoff.reset()
+            for item in result.events:
+                await self.publisher.put_account(item)
+            for wallet in result.wallets:
+                await self.balances.put(wallet)
+            self.resync_state.update(runs=self.resync_state["runs"] + 1, last_ok_ms=int(self._wall() * 1000))
+            logger.bind(fetched=result.fetched, events=len(result.events)).info("account re-synced over REST")
 
     def _count_once(self, key: str, endpoint: Endpoint) -> None:
         self.counters[key] += 1
@@ -364,6 +420,7 @@ class Worker:
             "market": {e.value: dict(m.counters) for e, m in self.markets.items() if m.counters},
             "commands_connected": self.commands.connected,
             "state_pending": self.state.pending,
+            "account_resync": self.resync_state if self.resync is not None else None,
         }
 
     async def _heartbeat(self) -> None:

@@ -50,6 +50,7 @@ def worker_settings(fake: FakeBybit, database_url: str, rabbitmq_url: str, **ove
         "rabbitmq_url": rabbitmq_url,
         "public_ws_url": fake.url,
         "private_ws_url": fake.url,
+        "rest_url": fake.url.replace("ws://", "http://"),
         "bybit_api_key": Secret(BYBIT_KEY),
         "bybit_api_secret": Secret(BYBIT_SECRET),
         "ping_interval": 1.0,

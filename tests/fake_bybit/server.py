@@ -21,9 +21,10 @@ from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from tests.fake_bybit import replies, topics
+from tests.fake_bybit import replies, rest, topics
 from tests.fake_bybit.account import AccountFactory
 from tests.fake_bybit.auth import check_auth
 from tests.fake_bybit.books import BookFault
@@ -85,6 +86,7 @@ class FakeBybit:
         self.max_option_topics = max_option_topics
         self._clock = clock
         self.account = AccountFactory(self.samples, random.Random(f"{seed}/account"), self.now_ms)
+        self.ledger = rest.AccountLedger()  # what the REST endpoints answer: every private push, recorded
         self._conn_ids = replies.ConnIds(random.Random(f"{seed}/conn_id"))
 
         # What tests read.
@@ -172,6 +174,11 @@ class FakeBybit:
 
     # ---- handshake and connections -------------------------------------------------------------
     def _check_handshake(self, connection: ServerConnection, request: Request) -> Response | None:
+        if urlsplit(request.path).path in rest.REST_PATHS:
+            status, body = rest.handle(request.path, request.headers, self.accounts, self.ledger, self.now_ms())
+            encoded = rest.encode(body)
+            headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(encoded)))])
+            return Response(status, HTTPStatus(status).phrase, headers, encoded)
         if urlsplit(request.path).path not in _PATHS:
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
         if time.monotonic() < self._refuse_until:
@@ -328,8 +335,11 @@ class FakeBybit:
     # ---- hooks: account data -------------------------------------------------------------------
     async def push_account(self, kind: str, **kwargs: Any) -> JsonObject:
         """Build a private push of `kind` (order, execution, execution.fast, position, wallet, greeks)
-        with `self.account` and deliver it. Returns the message (all-in-one topic)."""
+        with `self.account` and deliver it. Returns the message (all-in-one topic). The account ledger
+        records it even when nobody is connected, so the REST endpoints report it: that is how a test
+        makes an account change "while the gateway was away"."""
         message = self.account.build(kind, **kwargs)
+        self.ledger.record(message)
         await self.push_private(message)
         return message
 

@@ -1,0 +1,125 @@
+"""A small signed client for the Bybit v5 REST endpoints the worker reads (account re-sync, §9.8).
+
+Signing as Bybit specifies: X-BAPI-SIGN is the lowercase hex HMAC-SHA256 of
+`timestamp + api_key + recv_window + query string`. The query string is built once and sent exactly as
+signed. Errors (HTTP, network, Bybit's retCode) become `BybitRestError`; nothing here logs the secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Mapping
+from urllib.parse import urlencode
+
+import httpx
+import msgspec
+
+from stream_worker.bybit.signing import Credentials
+from stream_worker.errors import WorkerError
+
+MAX_PAGES = 20  # per query: enough for any re-sync window, and a bound on a runaway cursor
+
+
+class BybitRestError(WorkerError):
+    """A REST call failed: `code` is Bybit's retCode, or -1 for a transport failure."""
+
+    def __init__(self, path: str, code: int, message: str) -> None:
+        super().__init__(f"Bybit REST {path} failed ({code}): {message}")
+        self.path, self.code, self.message = path, code, message
+
+
+class _Reply(msgspec.Struct, frozen=True, kw_only=True):
+    ret_code: int = msgspec.field(name="retCode")
+    ret_msg: str = msgspec.field(name="retMsg", default="")
+    result: msgspec.Raw = msgspec.Raw(b"{}")
+    time: int | None = None
+
+
+class _Page(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[msgspec.Raw] = msgspec.field(name="list", default_factory=list)
+    next_cursor: str = msgspec.field(name="nextPageCursor", default="")
+
+
+_REPLY = msgspec.json.Decoder(_Reply)
+_PAGE = msgspec.json.Decoder(_Page)
+
+
+class ListResult(msgspec.Struct, frozen=True, kw_only=True):
+    """Every item of a (paged) list, raw as Bybit sent them, and Bybit's time of the first page."""
+
+    items: list[msgspec.Raw]
+    server_ms: int
+
+
+def rest_signature(secret: str, timestamp: str, api_key: str, recv_window: str, query: str) -> str:
+    message = f"{timestamp}{api_key}{recv_window}{query}"
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+class BybitRest:
+    def __init__(
+        self,
+        base_url: str,
+        credentials: Credentials,
+        *,
+        recv_window_ms: int = 5_000,
+        timeout: float = 10.0,
+        wall: Callable[[], float] = time.time,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._credentials = credentials
+        self._recv_window = str(recv_window_ms)
+        self._wall = wall
+        self._client = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def get_list(self, path: str, params: Mapping[str, str]) -> ListResult:
+        """GET a list endpoint, following `nextPageCursor` for up to MAX_PAGES pages."""
+        items: list[msgspec.Raw] = []
+        cursor = ""
+        server_ms = int(self._wall() * 1000)
+        for page_number in range(MAX_PAGES):
+            query = dict(params)
+            if cursor:
+                query["cursor"] = cursor
+            reply = await self._get(path, query)
+            if page_number == 0 and reply.time is not None:
+                server_ms = reply.time
+            try:
+                page = _PAGE.decode(reply.result)
+            except msgspec.DecodeError as error:
+                raise BybitRestError(path, -1, f"unreadable result: {error}") from error
+            items.extend(page.items)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        return ListResult(items=items, server_ms=server_ms)
+
+    async def _get(self, path: str, params: Mapping[str, str]) -> _Reply:
+        query = urlencode(params)
+        timestamp = str(int(self._wall() * 1000))
+        headers = {
+            "X-BAPI-API-KEY": self._credentials.api_key,
+            "X-BAPI-TIMESTAMP": timestamp,
+            "X-BAPI-RECV-WINDOW": self._recv_window,
+            "X-BAPI-SIGN": rest_signature(
+                self._credentials.api_secret, timestamp, self._credentials.api_key, self._recv_window, query
+            ),
+        }
+        try:
+            response = await self._client.get(f"{path}?{query}" if query else path, headers=headers)
+        except (TimeoutError, httpx.HTTPError, OSError) as error:
+            raise BybitRestError(path, -1, type(error).__name__) from error
+        if response.status_code != httpx.codes.OK:
+            raise BybitRestError(path, -1, f"HTTP {response.status_code}")
+        try:
+            reply = _REPLY.decode(response.content)
+        except msgspec.DecodeError as error:
+            raise BybitRestError(path, -1, f"unreadable reply: {error}") from error
+        if reply.ret_code != 0:
+            raise BybitRestError(path, reply.ret_code, reply.ret_msg)
+        return reply

@@ -1,0 +1,66 @@
+"""Bybit replays nothing after a reconnect: what happened while the worker was away comes back over REST."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from shared.enums import ChannelType, Endpoint
+from shared.routing import service_queue
+from stream_worker.worker import Worker
+from tests.e2e.conftest import consuming, delete_queues
+from tests.fake_bybit import FakeBybit
+from tests.support.waiting import wait_until
+
+
+def resyncs(worker: Worker) -> int:
+    runs: int = worker.resync_state["runs"]
+    return runs
+
+
+async def test_fill_and_wallet_change_made_while_disconnected_arrive_after_reconnect(
+    api: httpx.AsyncClient, fake: FakeBybit, start_worker: Callable[..., Any], rabbitmq_url: str
+) -> None:
+    svc = f"svc-{uuid.uuid4().hex[:8]}"
+    queues = (service_queue(svc, ChannelType.EXECUTION), service_queue(svc, ChannelType.BALANCE))
+    async with start_worker() as worker:
+        for channel in ("execution", "balance"):
+            response = await api.post(
+                "/api/v1/subscriptions", json={"requesting_service": svc, "channel_type": channel}
+            )
+            assert response.status_code == 201
+        private = worker.connections[Endpoint.PRIVATE]
+        await wait_until(lambda: {"execution", "wallet"} <= private.protocol.subscribed, what="subscribed")
+        await wait_until(lambda: resyncs(worker) >= 1, what="the first re-sync after auth")
+        async with consuming(rabbitmq_url, queues[0]) as executions, consuming(rabbitmq_url, queues[1]) as balances:
+            fake.refuse_connections(60)
+            await fake.drop_connections(close_frame=False)
+            await wait_until(lambda: not private.connected, what="the worker disconnected")
+            fill = await fake.push_account("execution", category="linear", symbol="BTCUSDT")
+            wallet = await fake.push_account("wallet", coins={"USDT": "777.25"})
+            assert executions.envelopes == []  # nobody was connected
+            assert balances.envelopes == []
+            fake.accept_connections()
+            await wait_until(lambda: resyncs(worker) >= 2, timeout=20, what="the re-sync after reconnect")
+            exec_id = fill["data"][0]["execId"]
+            await wait_until(
+                lambda: f"execution:{exec_id}" in executions.ids(), what="the missed fill in the execution queue"
+            )
+            await wait_until(lambda: balances.envelopes, what="the missed wallet change in the balance queue")
+
+            async def balance_stored() -> bool:
+                coins = (await api.get("/api/v1/balances")).json()["coins"]
+                return any(c["coin"] == "USDT" and c["walletBalance"] == "777.25" for c in coins)
+
+            await wait_until(balance_stored, what="the balance in the API")
+    recovered = next(e for e in executions.envelopes if e.event_id == f"execution:{exec_id}")
+    assert recovered.snapshot is True
+    assert recovered.category == "linear"
+    assert recovered.payload["execPrice"] == fill["data"][0]["execPrice"]
+    assert all(e.snapshot for e in balances.envelopes)
+    assert wallet["data"][0]["coin"][0]["walletBalance"] == "777.25"
+    assert "/v5/execution/list" in fake.ledger.requests
+    await delete_queues(rabbitmq_url, *queues)
