@@ -9,7 +9,7 @@ from litestar import Controller, get
 from litestar.params import FromQuery, QueryParameter
 from sqlalchemy import Select, select
 
-from control_api.routes.common import MAX_PAGE, Db, error_responses, paginate
+from control_api.routes.common import MAX_EPOCH_MS, MAX_OFFSET, MAX_PAGE, Db, error_responses, paginate
 from shared.api import AccountTotals, BalanceHistoryPage, Balances, CoinBalance
 from shared.schema import (
     ACCOUNT_DECIMAL_FIELDS,
@@ -47,6 +47,10 @@ def totals_from_row(row: AccountTotalsRow) -> AccountTotals:
     )
 
 
+def EpochMs(description: str) -> Any:
+    return QueryParameter(ge=0, le=MAX_EPOCH_MS, description=description)
+
+
 class BalanceController(Controller):
     path = "/balances"
     tags = ["balances"]
@@ -72,10 +76,14 @@ class BalanceController(Controller):
         db: Db,
         coin: FromQuery[str | None] = None,
         account_type: FromQuery[str | None] = None,
-        start_ts: Annotated[int | None, QueryParameter(ge=0, description="inclusive, UTC epoch ms")] = None,
-        end_ts: Annotated[int | None, QueryParameter(ge=0, description="exclusive, UTC epoch ms")] = None,
+        start_ts: Annotated[
+            int | None, QueryParameter(ge=0, le=MAX_EPOCH_MS, description="inclusive, UTC epoch ms")
+        ] = None,
+        end_ts: Annotated[
+            int | None, QueryParameter(ge=0, le=MAX_EPOCH_MS, description="exclusive, UTC epoch ms")
+        ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 100,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
     ) -> BalanceHistoryPage:
         query: Select[Any] = select(AccountBalanceHistoryRow)
         if coin is not None:

@@ -18,6 +18,9 @@ from control_api.tracing import new_trace_id
 from shared.api import ErrorBody
 
 MAX_PAGE = 500
+# Query integers end up as PostgreSQL bigints: bound them so no input can overflow into a 500.
+MAX_OFFSET = 1_000_000_000
+MAX_EPOCH_MS = 10**15
 
 # Injected by name from the app's dependencies (see create_app).
 Db = NamedDependency[Database]

@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import insert
 
 from control_api.errors import BadRequest, NotFound
 from control_api.notices import record_change
-from control_api.routes.common import MAX_PAGE, Db, Relay, error_responses, paginate, trace_id_of
+from control_api.routes.common import MAX_OFFSET, MAX_PAGE, Db, Relay, error_responses, paginate, trace_id_of
 from shared.api import CancelledCount, ServiceName, Subscription, SubscriptionCreate, SubscriptionPage
 from shared.commands import SubscriptionChange
 from shared.enums import Category, ChannelType, Endpoint, SubscriptionStatus
@@ -152,7 +152,7 @@ class SubscriptionController(Controller):
         status: FromQuery[SubscriptionStatus | None] = None,
         is_active: FromQuery[bool | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 100,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
     ) -> SubscriptionPage:
         query: Select[Any] = select(SubscriptionRow)
         if requesting_service is not None:
