@@ -15,6 +15,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from loguru import logger
 
+from control_api.asyncapi import asyncapi_routes
 from control_api.db import Database, create_engine
 from control_api.errors import ApiError, api_error, http_error, unexpected_error
 from control_api.notices import OutboxRelay
@@ -77,7 +78,7 @@ def create_app(settings: ApiSettings) -> Litestar:
         security=[{"ApiKey": []}],
     )
     return Litestar(
-        route_handlers=[api, health],
+        route_handlers=[api, health, asyncapi_routes],
         lifespan=[database(settings), outbox_relay(settings)],
         state=State({"api_keys": settings.api_keys, "worker_stale_after": settings.worker_stale_after}),
         dependencies={
