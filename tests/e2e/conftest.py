@@ -44,10 +44,10 @@ async def api(api_settings: ApiSettings) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-def worker_settings(fake: FakeBybit, database_url: str, rabbitmq_url: str, **overrides: Any) -> WorkerSettings:
+def worker_settings(fake: FakeBybit, db_url: str, amqp_url: str, **overrides: Any) -> WorkerSettings:
     values: dict[str, Any] = {
-        "database_url": database_url,
-        "rabbitmq_url": rabbitmq_url,
+        "database_url": db_url,
+        "rabbitmq_url": amqp_url,
         "public_ws_url": fake.url,
         "private_ws_url": fake.url,
         "rest_url": fake.url.replace("ws://", "http://"),
