@@ -1,0 +1,242 @@
+"""The ingest clients under test, each reading one firehose stream until it has seen every trade.
+
+- `ceiling`: the least any Python client must do: `websockets` recv + `msgspec.json.decode` into a small typed
+  struct, nothing else (optionally with permessage-deflate, to show its cost).
+- `ours`: the worker's pieces as `Worker._on_push` wires them for trades: `Connection` + `BybitProtocol` +
+  `Normalizer`, every `Outgoing` handed to a counting sink with the publisher's `offer_market` signature.
+- `pybit`: Bybit's SDK `unified_trading.WebSocket` (websocket-client thread), no-op callback.
+- `cryptofeed`: its `Bybit` feed (v5 linear), no-op trade callback, driven the way its `ConnectionHandler` does.
+
+All report to a `Meter`, timed from the first data frame to the last one, so connecting is not measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import msgspec
+from websockets.asyncio.client import connect
+
+from shared.enums import Endpoint
+from stream_worker.bybit.events import Event, Push
+from stream_worker.bybit.protocol import BybitProtocol
+from stream_worker.connection import Connection, ConnectionSettings
+from stream_worker.normalize import Normalizer, PayloadError
+from stream_worker.outgoing import Outgoing
+
+TOPIC = "publicTrade.BTCUSDT"
+SUBSCRIBE = '{"op":"subscribe","req_id":"bench","args":["publicTrade.BTCUSDT"]}'
+
+
+@dataclass
+class Meter:
+    """Counts trades as a client delivers them; thread-safe enough for one writer (pybit's thread)."""
+
+    expected_trades: int
+    max_seconds: float = 600.0  # from the first frame: a slow client stops here, and its rate is still valid
+    trades: int = 0
+    frames: int = 0
+    first: float | None = None
+    last: float | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def hit(self, trades: int, frames: int = 1) -> None:
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+        self.last = now
+        self.trades += trades
+        self.frames += frames
+        if self.trades >= self.expected_trades or now - self.first >= self.max_seconds:
+            self.done.set()
+
+    async def wait_done(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.done.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return self.done.is_set()
+
+    def result(self, per_frame: int) -> dict[str, float | int | bool]:
+        elapsed = (self.last or 0.0) - (self.first or 0.0)
+        # The first frame starts the clock, so it is not counted in the rate.
+        trades = max(0, self.trades - per_frame)
+        rate = trades / elapsed if elapsed > 0 else 0.0
+        return {
+            "trades": self.trades,
+            "complete": self.trades >= self.expected_trades,
+            "seconds": elapsed,
+            "trades_per_s": rate,
+            "frames_per_s": rate / per_frame,
+        }
+
+
+# -- ceiling ------------------------------------------------------------------------------------------------
+
+
+class _Trade(msgspec.Struct):
+    T: int
+    s: str
+    S: str
+    v: str
+    p: str
+    i: str
+
+
+class _Frame(msgspec.Struct):
+    topic: str = ""
+    data: list[_Trade] = []
+
+
+_FRAME = msgspec.json.Decoder(_Frame)
+
+
+async def run_ceiling(url: str, meter: Meter, *, compression: bool) -> None:
+    decode = _FRAME.decode
+    async with connect(url, compression="deflate" if compression else None, ping_interval=None) as socket:
+        await socket.send(SUBSCRIBE)
+        async for message in socket:
+            frame = decode(message)
+            if frame.data:
+                meter.hit(len(frame.data))
+                if meter.done.is_set():
+                    return
+
+
+# -- ours ---------------------------------------------------------------------------------------------------
+
+
+class CountingSink:
+    """Stands in for the publisher: `offer_market` keeps the last events (bounded, like its deque)."""
+
+    def __init__(self) -> None:
+        self.market: collections.deque[Outgoing] = collections.deque(maxlen=10_000)
+        self.offered = 0
+
+    def offer_market(self, item: Outgoing) -> None:
+        self.market.append(item)
+        self.offered += 1
+
+    async def put_account(self, item: Outgoing) -> None:
+        self.offer_market(item)
+
+
+def push_handler(
+    sink: CountingSink | object, meter: Meter | None, wall: Callable[[], float] = time.time
+) -> Callable[[Endpoint, Event], Awaitable[None]]:
+    """`Worker.on_event` + `Worker._on_push` for trades: wall-clock stamp, trace id, normalize, offer."""
+    normalizer = Normalizer(Endpoint.LINEAR)
+    trace_ids = itertools.count()
+    counters: collections.Counter[str] = collections.Counter()
+    offer = sink.offer_market  # type: ignore[attr-defined]
+    put = sink.put_account  # type: ignore[attr-defined]
+
+    async def on_event(endpoint: Endpoint, event: Event) -> None:
+        match event:
+            case Push():
+                received_ms = int(wall() * 1000)
+                trace_id = f"bench-{next(trace_ids)}"
+                try:
+                    normalized = normalizer.normalize(event, received_ms=received_ms, trace_id=trace_id)
+                except PayloadError as error:
+                    counters[f"payload:{error.kind}"] += 1
+                    return
+                for item in normalized.events:
+                    if item.account:
+                        await put(item)
+                    else:
+                        offer(item)
+                counters[f"received:{endpoint.value}"] += 1
+                if meter is not None:
+                    meter.hit(len(normalized.events))
+            case _:
+                pass
+
+    return on_event
+
+
+def our_connection(url: str, on_event: Callable[[Endpoint, Event], Awaitable[None]], compression: bool) -> Connection:
+    settings = ConnectionSettings(compression=compression, backoff_first=5.0)  # the firehose closes after N frames
+    connection = Connection(BybitProtocol(endpoint=Endpoint.LINEAR), url, on_event, settings=settings)
+    connection.want(TOPIC)
+    return connection
+
+
+async def run_ours(url: str, meter: Meter, *, compression: bool, timeout: float) -> None:
+    connection = our_connection(url, push_handler(CountingSink(), meter), compression)
+    running = asyncio.create_task(connection.run(), name="ours")
+    try:
+        await meter.wait_done(timeout)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+
+# -- pybit --------------------------------------------------------------------------------------------------
+
+
+def _pybit_blocking(url: str, meter: Meter, timeout: float) -> None:
+    from pybit import unified_trading
+
+    # pybit builds its URL from this module constant when the socket is made (pybit/unified_trading.py).
+    unified_trading.PUBLIC_WSS = url.replace("/v5/public/linear", "/v5/public/{CHANNEL_TYPE}")
+    socket = unified_trading.WebSocket(
+        channel_type="linear", testnet=False, retries=3
+    )  # pybit raises after its last attempt, even a good one
+    try:
+        socket.trade_stream(symbol="BTCUSDT", callback=lambda message: meter.hit(len(message["data"])))
+        meter.done.wait(timeout)
+    finally:
+        socket.exit()
+
+
+async def run_pybit(url: str, meter: Meter, *, timeout: float) -> None:
+    await asyncio.to_thread(_pybit_blocking, url, meter, timeout)
+
+
+# -- cryptofeed ---------------------------------------------------------------------------------------------
+
+
+async def run_cryptofeed(url: str, meter: Meter, per_frame: int, backend: object | None = None) -> None:
+    """Cryptofeed's Bybit feed on our firehose. Its symbol list normally comes from Bybit's REST API at feed
+    construction: we preload the one symbol instead. Its `WSAsyncConn` insists on `wss://` in `__init__`, but
+    only `_open` uses the address: we swap in our `ws://` one after `feed.connect()` built the connection."""
+    from cryptofeed.defines import PERPETUAL, TRADES
+    from cryptofeed.exchanges import Bybit
+    from cryptofeed.symbols import Symbol, Symbols
+
+    symbol = Symbol("BTC", "USDT", type=PERPETUAL)
+    Symbols.set(Bybit.id, {symbol.normalized: "BTCUSDT"}, {
+        "tick_size": {symbol.normalized: Decimal("0.1")},
+        "instrument_type": {symbol.normalized: PERPETUAL},
+    })  # fmt: skip
+
+    count = 0
+
+    async def on_trade(trade: object, receipt_timestamp: float) -> None:
+        nonlocal count
+        count += 1
+        if count == per_frame:  # a frame's worth, so the meter's frame count stays comparable
+            count = 0
+            meter.hit(per_frame)
+
+    callback = backend if backend is not None else on_trade
+    feed = Bybit(symbols=[symbol.normalized], channels=[TRADES], callbacks={TRADES: callback})
+    (conn, subscribe, handler, _authenticate), *_ = feed.connect()
+    conn.address = url
+    async with conn.connect() as connection:
+        await subscribe(connection)
+        async for message in connection.read():
+            await handler(message, connection, connection.last_message)
+            if backend is not None:
+                meter.hit(per_frame)
+            if meter.done.is_set():
+                return
