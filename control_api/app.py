@@ -19,6 +19,7 @@ from control_api.asyncapi import asyncapi_routes
 from control_api.db import Database, create_engine
 from control_api.errors import ApiError, api_error, http_error, unexpected_error
 from control_api.notices import OutboxRelay
+from control_api.ratelimit import WriteRateLimiter, limit_writes, reject_unknown_query
 from control_api.routes.balances import BalanceController
 from control_api.routes.health import health
 from control_api.routes.subscriptions import SubscriptionController
@@ -74,13 +75,19 @@ def create_app(settings: ApiSettings) -> Litestar:
     api = Router(
         path="/api/v1",
         route_handlers=[SubscriptionController, BalanceController],
-        guards=[require_api_key],
+        guards=[require_api_key, limit_writes, reject_unknown_query],
         security=[{"ApiKey": []}],
     )
     return Litestar(
         route_handlers=[api, health, asyncapi_routes],
         lifespan=[database(settings), outbox_relay(settings)],
-        state=State({"api_keys": settings.api_keys, "worker_stale_after": settings.worker_stale_after}),
+        state=State(
+            {
+                "api_keys": settings.api_keys,
+                "worker_stale_after": settings.worker_stale_after,
+                "write_limiter": WriteRateLimiter(settings.write_rate, settings.write_burst),
+            }
+        ),
         dependencies={
             "db": Provide(provide_database, sync_to_thread=False),
             "relay": Provide(provide_relay, sync_to_thread=False),

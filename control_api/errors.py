@@ -26,6 +26,7 @@ class ApiError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details
+        self.headers: dict[str, str] = {}
 
 
 class BadRequest(ApiError):
@@ -41,6 +42,15 @@ class NotFound(ApiError):
 class Unauthorized(ApiError):
     status_code = 401
     code = "unauthorized"
+
+
+class RateLimited(ApiError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, details: Any = None, *, retry_after: float) -> None:
+        super().__init__(message, details)
+        self.headers = {"Retry-After": str(max(1, round(retry_after + 0.5)))}
 
 
 class DatabaseUnavailable(ApiError):
@@ -59,13 +69,15 @@ _CODES_BY_STATUS = {
 }
 
 
-def error_response(status_code: int, code: str, message: str, details: Any = None) -> Response[ErrorBody]:
+def error_response(
+    status_code: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> Response[ErrorBody]:
     body = ErrorBody(error=ErrorDetail(code=code, message=message, details=details))
-    return Response(content=body, status_code=status_code, media_type=MediaType.JSON)
+    return Response(content=body, status_code=status_code, media_type=MediaType.JSON, headers=headers)
 
 
 def api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[ErrorBody]:
-    return error_response(exc.status_code, exc.code, exc.message, exc.details)
+    return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers or None)
 
 
 def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:

@@ -25,6 +25,9 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 64 * 1024
     # A worker heartbeat older than this makes /health answer 503 (the worker writes one every 5 s).
     worker_stale_after: float = 20.0
+    # Per API key, per replica: sustained writes per second and the burst allowed above it.
+    write_rate: float = 20.0
+    write_burst: int = 40
     log_level: str = "info"
     log_format: str = "auto"  # auto | json | pretty
 
@@ -44,6 +47,8 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
             db_timeout=env.number("WS_GATEWAY_DB_TIMEOUT", 5.0, minimum=0.1, maximum=120),
             relay_retry_max=env.number("WS_GATEWAY_RELAY_RETRY_MAX", 5.0, minimum=0.1, maximum=300),
             max_body_bytes=env.integer("WS_GATEWAY_MAX_BODY_BYTES", 64 * 1024, minimum=1024, maximum=10_000_000),
+            write_rate=env.number("WS_GATEWAY_WRITE_RATE", 20.0, minimum=0.01, maximum=100_000),
+            write_burst=env.integer("WS_GATEWAY_WRITE_BURST", 40, minimum=1, maximum=1_000_000),
             worker_stale_after=env.number("WS_GATEWAY_WORKER_STALE_AFTER", 20.0, minimum=1, maximum=3600),
             log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             log_format=env.choice("LOG_FORMAT", "auto", ("auto", "json", "pretty")),

@@ -84,7 +84,7 @@ class SubscriptionController(Controller):
         description="201 with the new subscription, or 200 with the live one if the service already has it.",
         responses={
             HTTP_200_OK: ResponseSpec(data_container=Subscription, description="The service already had it."),
-            **error_responses(400, 401, 503),
+            **error_responses(400, 401, 429, 503),
         },
     )
     async def create(
@@ -189,7 +189,7 @@ class SubscriptionController(Controller):
         status_code=HTTP_200_OK,
         summary="Cancel one subscription",
         description="200 with the cancelled row; cancelling it again answers 200 with the same row.",
-        responses=error_responses(400, 401, 404, 503),
+        responses=error_responses(400, 401, 404, 429, 503),
     )
     async def cancel(
         self, request: Request[Any, Any, Any], subscription_id: FromPath[uuid.UUID], db: Db, relay: Relay
@@ -209,7 +209,7 @@ class SubscriptionController(Controller):
         "/by-service/{service:str}",
         status_code=HTTP_200_OK,
         summary="Cancel every live subscription of a service",
-        responses=error_responses(400, 401, 503),
+        responses=error_responses(400, 401, 429, 503),
     )
     async def cancel_service(
         self, request: Request[Any, Any, Any], service: FromPath[ServiceName], db: Db, relay: Relay

@@ -7,7 +7,12 @@ import uuid
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
+
+from control_api.settings import ApiSettings
+from tests.conftest import API_KEY
+from tests.support.apiserver import api_client
 
 URL = "/api/v1/subscriptions"
 
@@ -195,3 +200,21 @@ async def test_trace_id_is_taken_from_the_request_or_made(api: Client) -> None:
 async def test_unknown_route_and_method_use_the_error_shape(api: Client) -> None:
     assert_error(await api.get("/api/v1/nothing-here"), 404, "not_found")
     assert_error(await api.put(URL, json={}), 405, "method_not_allowed")
+
+
+async def test_writes_beyond_the_per_key_rate_get_429_in_the_error_shape(api_settings: ApiSettings) -> None:
+    settings = msgspec.structs.replace(api_settings, write_rate=0.5, write_burst=3)
+    async with api_client(settings, API_KEY) as client:
+        statuses = [(await client.post(URL, json=body(symbol=f"SYM{i}USDT"))).status_code for i in range(4)]
+        assert statuses == [201, 201, 201, 429]
+        limited = await client.post(URL, json=body(symbol="OTHERUSDT"))
+        assert_error(limited, 429, "rate_limited")
+        assert int(limited.headers["Retry-After"]) >= 1
+        assert (await client.get(URL)).status_code == 200  # reads are not limited
+        other_key = await client.post(URL, json=body(symbol="ELSEUSDT"), headers={"X-API-Key": "second-key"})
+        assert other_key.status_code == 201  # the limit is per key
+
+
+async def test_unknown_query_parameter_is_400_naming_it(api: Client) -> None:
+    error = assert_error(await api.get(URL, params={"service": "svc-a"}), 400, "validation_error")
+    assert error["details"] == {"unknown": ["service"]}
