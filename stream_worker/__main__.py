@@ -36,7 +36,11 @@ async def serve(settings: WorkerSettings) -> None:
                 reconnect_cap=settings.reconnect_cap,
                 market_queue_max_length=settings.market_queue_max_length,
             ),
-            connection_settings=ConnectionSettings(backoff_cap=settings.reconnect_cap),
+            connection_settings=ConnectionSettings(
+                backoff_cap=settings.reconnect_cap,
+                max_frame_bytes=settings.max_frame_bytes,
+                compression=settings.compression,
+            ),
         )
         await worker.run(stop)
     finally:

@@ -164,8 +164,9 @@ class Connection:
             reason = first.reason if isinstance(first, SessionEnded) else "session ended"
         except* websockets.ConnectionClosed as closed:
             error = closed.exceptions[0]
-            code = getattr(getattr(error, "rcvd", None), "code", None)
-            reason = f"closed ({code})" if code else "connection lost"
+            # The server's close frame, or ours (e.g. 1009 when a frame exceeds max_frame_bytes).
+            frame = (error.rcvd or error.sent) if isinstance(error, websockets.ConnectionClosed) else None
+            reason = f"closed ({frame.code})" if frame is not None else "connection lost"
         except* OSError:
             reason = "connection lost"
         finally:

@@ -36,6 +36,8 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     ping_interval: float = 20.0
     dead_after: float = 40.0  # no frame at all for this long: the socket is dead (2 ping intervals)
     ack_timeout: float = 10.0  # an op unacknowledged this long recycles the socket
+    max_frame_bytes: int = 4 * 1024 * 1024  # a bigger frame closes the socket (1009) and it reconnects
+    compression: bool = False  # permessage-deflate halves ingest throughput; Bybit is not known to need it
     reconnect_cap: float = 30.0
     reconcile_interval: float = 30.0
     worker_id: str = "worker"
@@ -81,6 +83,8 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
             ping_interval=ping_interval,
             dead_after=env.number("BYBIT_DEAD_AFTER", 2 * ping_interval, minimum=1, maximum=900),
             ack_timeout=env.number("BYBIT_ACK_TIMEOUT", 10.0, minimum=0.1, maximum=300),
+            max_frame_bytes=env.integer("BYBIT_MAX_FRAME_BYTES", 4 * 1024 * 1024, minimum=65_536, maximum=1 << 30),
+            compression=env.flag("BYBIT_COMPRESSION", False),
             reconnect_cap=env.number("BYBIT_RECONNECT_CAP", 30.0, minimum=0.1, maximum=600),
             reconcile_interval=env.number("WS_GATEWAY_RECONCILE_INTERVAL", 30.0, minimum=0.1, maximum=3600),
             worker_id=env.text("WS_GATEWAY_WORKER_ID", hostname),

@@ -170,3 +170,21 @@ async def test_bybit_reconnect_rereads_the_desired_set_from_postgres(
         await wait_until(
             lambda: subscribed(worker, Endpoint.LINEAR, "tickers.BTCUSDT"), what="the unannounced topic subscribed"
         )
+
+
+async def test_a_10_mb_frame_recycles_that_socket_and_the_stream_resumes(
+    api: httpx.AsyncClient, fake: FakeBybit, start_worker: Callable[..., Any], rabbitmq_url: str
+) -> None:
+    svc = f"svc-{uuid.uuid4().hex[:8]}"
+    async with start_worker() as worker:  # the e2e sockets keep the default 4 MiB frame limit
+        await subscribe(api, svc, channel_type="trades", symbol="XRPUSDT")
+        await wait_until(lambda: subscribed(worker, Endpoint.LINEAR, "publicTrade.XRPUSDT"), what="subscribed")
+        async with consuming(rabbitmq_url, service_queue(svc, ChannelType.TRADES)) as trades:
+            huge = '{"topic":"publicTrade.XRPUSDT","type":"snapshot","ts":1,"data":"' + "x" * 10_000_000 + '"}'
+            await fake.push(huge, category="linear")
+            await wait_until(lambda: worker.connections[Endpoint.LINEAR].reconnects == 1, what="the socket recycled")
+            assert "1009" in (worker.connections[Endpoint.LINEAR].last_end_reason or "")
+            seen = len(trades.envelopes)
+            await wait_until(lambda: len(trades.envelopes) > seen + 5, what="trades flow again")
+    assert fake.subscribe_requests("publicTrade.XRPUSDT") == 2
+    await delete_queues(rabbitmq_url, service_queue(svc, ChannelType.TRADES))
