@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -31,8 +32,9 @@ def subscribed(worker: Worker, endpoint: Endpoint, *topics: str) -> bool:
     return all(topic in worker.connections[endpoint].protocol.subscribed for topic in topics)
 
 
+@pytest.mark.parametrize("close_frame", [False, True], ids=["dropped", "closed-by-server"])
 async def test_dropped_sockets_reauthenticate_and_resubscribe_without_duplicates(
-    api: httpx.AsyncClient, fake: FakeBybit, start_worker: Callable[..., Any], rabbitmq_url: str
+    api: httpx.AsyncClient, fake: FakeBybit, start_worker: Callable[..., Any], rabbitmq_url: str, close_frame: bool
 ) -> None:
     svc = f"svc-{uuid.uuid4().hex[:8]}"
     async with start_worker() as worker:
@@ -188,3 +190,34 @@ async def test_a_10_mb_frame_recycles_that_socket_and_the_stream_resumes(
             await wait_until(lambda: len(trades.envelopes) > seen + 5, what="trades flow again")
     assert fake.subscribe_requests("publicTrade.XRPUSDT") == 2
     await delete_queues(rabbitmq_url, service_queue(svc, ChannelType.TRADES))
+
+
+REFUSAL_SECONDS = 30.0
+
+
+async def test_bybit_refusing_connections_for_30_s_is_ridden_out_with_backoff(
+    api: httpx.AsyncClient, fake: FakeBybit, start_worker: Callable[..., Any]
+) -> None:
+    svc = f"svc-{uuid.uuid4().hex[:8]}"
+    async with start_worker() as worker:
+        await subscribe(api, svc, channel_type="ticker", symbol="BTCUSDT")
+        connection = worker.connections[Endpoint.LINEAR]
+        await wait_until(lambda: subscribed(worker, Endpoint.LINEAR, "tickers.BTCUSDT"), what="subscribed")
+        fake.refuse_connections(REFUSAL_SECONDS)
+        await fake.drop_connections()
+        await wait_until(lambda: fake.refused_handshakes >= 3, what="refused attempts")
+
+        async def health_shows_the_socket_down() -> bool:
+            response = await api.get("/health")
+            linear = (response.json()["worker"].get("sockets") or {}).get("linear", {})
+            return response.status_code == 503 and linear.get("connected") is False
+
+        await wait_until(health_shows_the_socket_down, what="health reports the socket down")
+        await wait_until(
+            lambda: subscribed(worker, Endpoint.LINEAR, "tickers.BTCUSDT"),
+            timeout=REFUSAL_SECONDS + 15,
+            what="back after the refusal",
+        )
+    # The test's backoff cap is 0.3 s; full jitter keeps attempts well under one per 50 ms on average.
+    assert fake.refused_handshakes < REFUSAL_SECONDS / 0.05
+    assert connection.connects >= 2
