@@ -14,6 +14,7 @@ import itertools
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
@@ -164,19 +165,18 @@ class MarketState:
             checksum=book.checksum(self._checksum_levels),
             checksum_levels=self._checksum_levels,
         )
-        envelope = EventEnvelope(
+        return self._event(
+            ChannelType.ORDERBOOK,
+            slot.routing_key,
             event_id=book_event_id(self._category, push.topic, payload.update_id, kind),
             event_type=ChannelType.ORDERBOOK.value,
-            category=self._category,
             symbol=slot.symbol,
             topic=push.topic,
             exchange_ts=push.cts if push.cts is not None else push.ts,
-            received_ts=received_ms,
-            published_ts=0,
+            received_ms=received_ms,
             trace_id=trace_id,
             payload=payload,
         )
-        return Outgoing(envelope, ChannelType.ORDERBOOK, slot.routing_key, False)
 
     def _invalid_event(
         self,
@@ -188,19 +188,18 @@ class MarketState:
         received_ms: int,
     ) -> Outgoing:
         payload = BookInvalid(cause=(cause or InvalidCause.DELTA_BEFORE_SNAPSHOT).value, update_id=update_id)
-        envelope = EventEnvelope(
+        return self._event(
+            ChannelType.ORDERBOOK,
+            slot.routing_key,
             event_id=f"book_invalid:{self._category}:{topic}:{received_ms}:{next(self._status_ids)}",
             event_type="book_invalid",
-            category=self._category,
             symbol=slot.symbol,
             topic=topic,
             exchange_ts=None,
-            received_ts=received_ms,
-            published_ts=0,
+            received_ms=received_ms,
             trace_id=trace_id,
             payload=payload,
         )
-        return Outgoing(envelope, ChannelType.ORDERBOOK, slot.routing_key, False)
 
     def _on_ticker(self, push: Push, now: float, received_ms: int, trace_id: str) -> MarketResult:
         slot = self._tickers.get(push.topic)
@@ -222,20 +221,49 @@ class MarketState:
                 "changed": sorted(outcome.changed),
                 **outcome.ticker,
             }
-            envelope = EventEnvelope(
-                event_id=ticker_event_id(self._category, push),
-                event_type=ChannelType.TICKER.value,
-                category=self._category,
-                symbol=slot.symbol,
-                topic=push.topic,
-                exchange_ts=push.ts,
-                received_ts=received_ms,
-                published_ts=0,
-                trace_id=trace_id,
-                payload=payload,
+            result.events.append(
+                self._event(
+                    ChannelType.TICKER,
+                    slot.routing_key,
+                    event_id=ticker_event_id(self._category, push),
+                    event_type=ChannelType.TICKER.value,
+                    symbol=slot.symbol,
+                    topic=push.topic,
+                    exchange_ts=push.ts,
+                    received_ms=received_ms,
+                    trace_id=trace_id,
+                    payload=payload,
+                )
             )
-            result.events.append(Outgoing(envelope, ChannelType.TICKER, slot.routing_key, False))
         return result
+
+    def _event(
+        self,
+        channel: ChannelType,
+        routing_key: str,
+        *,
+        event_id: str,
+        event_type: str,
+        symbol: str,
+        topic: str,
+        exchange_ts: int | None,
+        received_ms: int,
+        trace_id: str,
+        payload: Any,
+    ) -> Outgoing:
+        envelope = EventEnvelope(
+            event_id=event_id,
+            event_type=event_type,
+            category=self._category,
+            symbol=symbol,
+            topic=topic,
+            exchange_ts=exchange_ts,
+            received_ts=received_ms,
+            published_ts=0,
+            trace_id=trace_id,
+            payload=payload,
+        )
+        return Outgoing(envelope, channel, routing_key, False)
 
     # -- socket lifecycle and timers -----------------------------------------------------------------------
 
@@ -293,17 +321,18 @@ class MarketState:
                 checksum=book.checksum(self._checksum_levels),
                 checksum_levels=self._checksum_levels,
             )
-            envelope = EventEnvelope(
-                event_id=f"orderbook_top:{self._category}:{topic}:{payload.update_id}",
-                event_type="orderbook_top",
-                category=self._category,
-                symbol=slot.symbol,
-                topic=topic,
-                exchange_ts=book.last_cts if book.last_cts is not None else book.last_ts,
-                received_ts=received_ms,
-                published_ts=0,
-                trace_id=trace_id,
-                payload=payload,
+            events.append(
+                self._event(
+                    ChannelType.ORDERBOOK,
+                    slot.routing_key,
+                    event_id=f"orderbook_top:{self._category}:{topic}:{payload.update_id}",
+                    event_type="orderbook_top",
+                    symbol=slot.symbol,
+                    topic=topic,
+                    exchange_ts=book.last_cts if book.last_cts is not None else book.last_ts,
+                    received_ms=received_ms,
+                    trace_id=trace_id,
+                    payload=payload,
+                )
             )
-            events.append(Outgoing(envelope, ChannelType.ORDERBOOK, slot.routing_key, False))
         return events
