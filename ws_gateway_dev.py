@@ -68,7 +68,10 @@ def main() -> None:
                 if child.poll() is None:
                     child.kill()
         time.sleep(0.1)
-    raise SystemExit(exit_code or max(child.returncode or 0 for child in children.values()))
+    if exit_code == 0:
+        # Any child that did not exit 0 (a signal shows as a negative code) makes the launcher fail too.
+        exit_code = next((child.returncode for child in children.values() if child.returncode), 0)
+    raise SystemExit(128 - exit_code if exit_code < 0 else exit_code)
 
 
 if __name__ == "__main__":

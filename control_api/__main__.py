@@ -1,9 +1,12 @@
-"""Entry point of `ws-gateway-api`: read settings, configure logging, serve the API."""
+"""Entry point of `ws-gateway-api`: read settings, configure logging, serve the API until signalled."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+from collections.abc import Iterator
 
 import uvicorn
 from loguru import logger
@@ -12,6 +15,29 @@ from control_api.app import create_app
 from control_api.logging import configure_logging
 from control_api.settings import ApiSettings
 from shared.config import ConfigError
+
+GRACE_SECONDS = 10
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, but a SIGTERM/SIGINT is a request to stop cleanly and exit 0.
+
+    uvicorn re-raises the captured signal after its graceful shutdown, so the process would die of SIGTERM
+    (exit -15) even though it finished every in-flight request; orchestrators read that as a crash.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        previous = {signum: signal.signal(signum, self._stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _stop(self, signum: int, _: object) -> None:
+        logger.bind(signal=signal.Signals(signum).name).info("stopping: finishing in-flight requests")
+        self.should_exit = True
 
 
 def main() -> None:
@@ -22,14 +48,16 @@ def main() -> None:
         raise SystemExit(2) from None
     configure_logging(settings.log_level, settings.log_format)
     logger.bind(host=settings.host, port=settings.port).info("starting control API")
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=GRACE_SECONDS,
     )
+    _Server(config).run()
+    logger.info("control API stopped")
 
 
 if __name__ == "__main__":
