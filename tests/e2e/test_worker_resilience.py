@@ -18,6 +18,7 @@ from shared.schema import SubscriptionRow
 from stream_worker.worker import Worker
 from tests.e2e.conftest import consuming, delete_queues
 from tests.fake_bybit import FakeBybit
+from tests.support.fault_proxy import FaultProxy, Mode
 from tests.support.waiting import wait_until
 
 URL = "/api/v1/subscriptions"
@@ -118,12 +119,14 @@ async def test_malformed_frames_are_counted_and_the_stream_goes_on(
                 '{"topic": "publicTrade.SOLUSDT", "type": "snapshot", "ts": 1, "data": {"not": "a list"}}',
                 '{"topic": "publicTrade.SOLUSDT", "type": "snapshot", "ts": 1, "data": [{"p": 1}]}',
                 '{"hello": "world"}',
+                '{"topic": "unknownTopic.SOLUSDT", "type": "snapshot", "ts": 1, "data": []}',
             ):
                 await fake.push(frame, category="linear")
             seen = len(trades.envelopes)
             await wait_until(lambda: len(trades.envelopes) > seen + 5, what="trades keep flowing")
         malformed = {k: v for k, v in worker.counters.items() if k.startswith(("frames:", "payload:"))}
-        assert sum(malformed.values()) == 6, malformed
+        assert sum(malformed.values()) == 7, malformed
+        assert malformed["payload:unknown_topic"] == 1
         assert worker.connections[Endpoint.LINEAR].reconnects == 0
     await delete_queues(rabbitmq_url, service_queue(svc, ChannelType.TRADES))
 
@@ -221,3 +224,25 @@ async def test_bybit_refusing_connections_for_30_s_is_ridden_out_with_backoff(
     # The test's backoff cap is 0.3 s; full jitter keeps attempts well under one per 50 ms on average.
     assert fake.refused_handshakes < REFUSAL_SECONDS / 0.05
     assert connection.connects >= 2
+
+
+async def test_silent_link_to_bybit_is_detected_and_replaced(
+    api: httpx.AsyncClient, fake: FakeBybit, start_worker: Callable[..., Any]
+) -> None:
+    """The TCP proxy between the worker and Bybit freezes the link: no close, no data, no pong."""
+    svc = f"svc-{uuid.uuid4().hex[:8]}"
+    host, port = fake.url.removeprefix("ws://").split(":")
+    async with FaultProxy(host, int(port)) as proxy:
+        through = f"ws://127.0.0.1:{proxy.port}"
+        async with start_worker(public_ws_url=through, ping_interval=0.2, dead_after=0.8) as worker:
+            await subscribe(api, svc, channel_type="trades", symbol="BTCUSDT", category="inverse")
+            await wait_until(lambda: subscribed(worker, Endpoint.INVERSE, "publicTrade.BTCUSDT"), what="subscribed")
+            await proxy.set_mode(Mode.STALL)
+            await wait_until(
+                lambda: (worker.connections[Endpoint.INVERSE].last_end_reason or "").startswith("dead"),
+                what="the silent socket declared dead",
+            )
+            await proxy.set_mode(Mode.FORWARD)
+            await wait_until(
+                lambda: subscribed(worker, Endpoint.INVERSE, "publicTrade.BTCUSDT"), timeout=20, what="back"
+            )

@@ -15,6 +15,7 @@ class Mode(enum.Enum):
     FORWARD = "forward"  # pass bytes both ways
     REFUSE = "refuse"  # not listening: connects fail at once
     BLACKHOLE = "blackhole"  # accept, then never answer (a hung peer)
+    STALL = "stall"  # keep every link open but let no byte through, either way, until FORWARD
 
 
 class FaultProxy:
@@ -25,6 +26,8 @@ class FaultProxy:
         self.accepted = 0
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.Task[None]] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
 
     async def __aenter__(self) -> FaultProxy:
         await self._listen()
@@ -45,8 +48,12 @@ class FaultProxy:
             self._server = None
 
     async def set_mode(self, mode: Mode) -> None:
-        """Switch mode; leaving FORWARD cuts the established connections too."""
-        if mode is not Mode.FORWARD:
+        """Switch mode; REFUSE and BLACKHOLE cut the established connections too, STALL freezes them."""
+        if mode is Mode.STALL:
+            self._flowing.clear()
+        else:
+            self._flowing.set()
+        if mode in (Mode.REFUSE, Mode.BLACKHOLE):
             await self.cut()
         if mode is Mode.REFUSE:
             await self._stop_listening()
@@ -75,8 +82,8 @@ class FaultProxy:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self.upstream)
             try:
                 async with asyncio.TaskGroup() as pumps:
-                    pumps.create_task(_pump(reader, upstream_writer))
-                    pumps.create_task(_pump(upstream_reader, writer))
+                    pumps.create_task(self._pump(reader, upstream_writer))
+                    pumps.create_task(self._pump(upstream_reader, writer))
             finally:
                 upstream_writer.close()
         except (OSError, ExceptionGroup):
@@ -85,10 +92,10 @@ class FaultProxy:
             self._links.discard(task)
             writer.close()
 
-
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while data := await reader.read(65536):
-        writer.write(data)
-        await writer.drain()
-    writer.close()
-    raise ConnectionResetError("peer closed")  # end the sibling pump too
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            await self._flowing.wait()  # STALL: hold the bytes, keep the socket open
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+        raise ConnectionResetError("peer closed")  # end the sibling pump too
