@@ -78,6 +78,8 @@ class Worker:
         self._logged_kinds: set[str] = set()
         self._reconcile_lock = asyncio.Lock()
         self._reload_requested = asyncio.Event()
+        self.reloads = 0  # full re-reads of the desired set that succeeded
+        self._op_traces: dict[tuple[Endpoint, str], str] = {}  # the notice that last asked for each topic
         self._statuses_written: dict[tuple[Endpoint, str], frozenset[uuid.UUID]] = {}
         self._trace_ids = itertools.count()
         self._trace_prefix = uuid.uuid4().hex[:8]
@@ -222,6 +224,7 @@ class Worker:
             if desired.revision != self.desired.revision:
                 logger.bind(revision=desired.revision, subscriptions=len(desired)).info("desired set loaded")
             self.desired = desired
+            self.reloads += 1
             await self._converge()
 
     async def on_command(self, command: Command) -> None:
@@ -233,14 +236,18 @@ class Worker:
                     if revision == self.desired.revision + 1:
                         self.desired.apply(changes, revision)
                         logger.bind(revision=revision, changes=len(changes)).info("change notice applied")
-                        await self._converge()
+                        await self._converge(trace_id=command.trace_id)
                         return
                 logger.bind(expected=self.desired.revision + 1, got=revision).info("missed notices; re-reading")
                 await self.reload()
             case ResyncRequested():
                 await self.reload()
 
-    async def _converge(self) -> None:
+    async def _converge(self, trace_id: str | None = None) -> None:
+        """Bind, subscribe and unsubscribe until Bybit and RabbitMQ match the desired set.
+
+        `trace_id` is the change notice's: the ops it causes, and their acks, are logged under it.
+        """
         desired_bindings = self.desired.bindings()
         # Bind before subscribing, so the first events of a new topic already have somewhere to go.
         for binding in sorted(desired_bindings - self.bound, key=_binding_order):
@@ -255,9 +262,11 @@ class Worker:
         changes = topic_changes(actual, {e: t for e, t in topics.items() if e in self.connections})
         for endpoint, added in changes.subscribe.items():
             for topic in sorted(added):
+                self._op_log(endpoint, topic, trace_id).info("subscribe requested")
                 self.connections[endpoint].want(topic)
         for endpoint, removed in changes.unsubscribe.items():
             for topic in sorted(removed):
+                self._op_log(endpoint, topic, trace_id).info("unsubscribe requested")
                 self.connections[endpoint].unwant(topic)
             if endpoint in self.markets:
                 self.markets[endpoint].forget(removed)
@@ -301,10 +310,11 @@ class Worker:
             case Push():
                 await self._on_push(endpoint, event)
             case Subscribed(topic=topic):
+                self._op_log(endpoint, topic).info("subscribe acked")
                 self.state.set_status(endpoint, topic, SubscriptionStatus.ACTIVE)
                 self._statuses_written[(endpoint, topic)] = frozenset(self.desired.subscription_ids(endpoint, topic))
             case SubscribeRejected(topic=topic, reason=reason):
-                logger.bind(endpoint=endpoint.value, topic=topic, reason=reason).warning("bybit rejected a topic")
+                self._op_log(endpoint, topic).bind(reason=reason).warning("bybit rejected a topic")
                 self.state.set_status(endpoint, topic, SubscriptionStatus.FAILED, reason)
                 self._statuses_written[(endpoint, topic)] = frozenset(self.desired.subscription_ids(endpoint, topic))
             case Authenticated():
@@ -378,6 +388,16 @@ class Worker:
                 await self.balances.put(wallet)
             self.resync_state.update(runs=self.resync_state["runs"] + 1, last_ok_ms=int(self._wall() * 1000))
             logger.bind(fetched=result.fetched, events=len(result.events)).info("account re-synced over REST")
+
+    def _op_log(self, endpoint: Endpoint, topic: str, trace_id: str | None = None) -> Any:
+        """A logger for one topic's op: remembers the trace id of the notice that asked for the op, so the
+        ack, which arrives later on the socket's own task, is logged under the same trace id."""
+        key = (endpoint, topic)
+        if trace_id is not None:
+            self._op_traces[key] = trace_id
+        bound = logger.bind(endpoint=endpoint.value, topic=topic)
+        remembered = self._op_traces.get(key)
+        return bound.bind(trace_id=remembered) if remembered is not None else bound
 
     def _count_once(self, key: str, endpoint: Endpoint) -> None:
         self.counters[key] += 1
