@@ -18,6 +18,7 @@ from loguru import logger
 from control_api.asyncapi import asyncapi_routes
 from control_api.db import Database, create_engine
 from control_api.errors import ApiError, api_error, http_error, unexpected_error
+from control_api.metrics import ApiMetrics, metrics_endpoint
 from control_api.notices import OutboxRelay
 from control_api.ratelimit import WriteRateLimiter, limit_writes, reject_unknown_query
 from control_api.routes.balances import BalanceController
@@ -25,6 +26,7 @@ from control_api.routes.health import health
 from control_api.routes.subscriptions import SubscriptionController
 from control_api.security import API_KEY_HEADER, require_api_key
 from control_api.settings import ApiSettings
+from control_api.status import status_routes
 from control_api.tracing import trace_middleware
 from shared.config import redact_url
 
@@ -78,14 +80,16 @@ def create_app(settings: ApiSettings) -> Litestar:
         guards=[require_api_key, limit_writes, reject_unknown_query],
         security=[{"ApiKey": []}],
     )
+    metrics = ApiMetrics()
     return Litestar(
-        route_handlers=[api, health, asyncapi_routes],
+        route_handlers=[api, health, asyncapi_routes, status_routes, metrics_endpoint],
         lifespan=[database(settings), outbox_relay(settings)],
         state=State(
             {
                 "api_keys": settings.api_keys,
                 "worker_stale_after": settings.worker_stale_after,
                 "write_limiter": WriteRateLimiter(settings.write_rate, settings.write_burst),
+                "metrics": metrics,
             }
         ),
         dependencies={
@@ -97,7 +101,7 @@ def create_app(settings: ApiSettings) -> Litestar:
             HTTPException: http_error,
             Exception: unexpected_error,
         },
-        middleware=[trace_middleware],
+        middleware=[trace_middleware, metrics.middleware],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="ws-gateway control API",

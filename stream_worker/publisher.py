@@ -37,7 +37,7 @@ from pamqp.commands import Basic
 
 from shared.config import redact_url
 from shared.enums import ChannelType
-from shared.events import EVENT_CONTENT_TYPE
+from shared.events import EVENT_CONTENT_TYPE, EventEnvelope
 from shared.routing import EVENTS_EXCHANGE
 from stream_worker.backoff import Backoff
 from stream_worker.errors import BrokerUnavailable, TopologyError
@@ -154,6 +154,8 @@ class Publisher:
         self._last_latency: float | None = None
         self._stamp_second = -1
         self._stamp_datetime = datetime.fromtimestamp(0, tz=UTC)
+        # Called with each stamped envelope as it is handed to RabbitMQ (the worker's metrics tally); keep cheap.
+        self.on_handed_over: Callable[[EventEnvelope], None] | None = None
 
     # -- producers -------------------------------------------------------------------------------------------
 
@@ -541,6 +543,8 @@ class Publisher:
             if self._dropped_unencodable == 1:  # logged once; the counter keeps the total
                 logger.bind(event_id=envelope.event_id, error=str(error)).error("cannot encode an event: dropped")
             return None
+        if self.on_handed_over is not None:
+            self.on_handed_over(envelope)
         return body, properties
 
 

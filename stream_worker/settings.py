@@ -48,6 +48,8 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     snapshot_timeout: float = 5.0  # an invalid book with no fresh snapshot after this long is resubscribed again
     market_queue_max_length: int = 100_000  # per market-data queue; the oldest are dropped beyond it
     shutdown_grace: float = 10.0
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9464  # Prometheus scrape endpoint (GET /metrics); 0 serves none
     log_level: str = "info"
     log_format: str = "auto"
 
@@ -97,6 +99,8 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
                 "WS_GATEWAY_MARKET_QUEUE_MAX_LENGTH", 100_000, minimum=1, maximum=100_000_000
             ),
             shutdown_grace=env.number("WS_GATEWAY_SHUTDOWN_GRACE", 10.0, minimum=0, maximum=600),
+            metrics_host=env.text("WS_GATEWAY_WORKER_METRICS_HOST", "127.0.0.1"),
+            metrics_port=env.integer("WS_GATEWAY_WORKER_METRICS_PORT", 9464, minimum=0, maximum=65535),
             log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             log_format=env.choice("LOG_FORMAT", "auto", ("auto", "json", "pretty")),
         )

@@ -39,6 +39,7 @@ from stream_worker.connection import Connection, ConnectionSettings
 from stream_worker.desired import Binding, DesiredSet, topic_changes
 from stream_worker.errors import WorkerError
 from stream_worker.market import BookOutput, MarketResult, MarketState
+from stream_worker.metrics import PublishTally, serve_metrics, worker_registry
 from stream_worker.normalize import Normalizer, PayloadError
 from stream_worker.persistence import DATABASE_ERRORS, StateWriter, Store
 from stream_worker.publisher import Publisher
@@ -74,6 +75,10 @@ class Worker:
         self.desired = DesiredSet()
         self.bound: set[Binding] = set()
         self.counters: Counter[str] = Counter()
+        self.received: Counter[tuple[Endpoint, str]] = Counter()  # pushes per (socket, topic root), for metrics
+        self.published = PublishTally()
+        publisher.on_handed_over = self.published.on_handed_over
+        self.metrics = worker_registry(self, self.published)
         self._wall = wall
         self._logged_kinds: set[str] = set()
         self._reconcile_lock = asyncio.Lock()
@@ -153,6 +158,9 @@ class Worker:
                         inputs.create_task(self._resync_after_auth(self.resync), name="account-resync")
                     for endpoint, connection in self.connections.items():
                         inputs.create_task(connection.run(), name=f"bybit-{endpoint}")
+                    if self.settings.metrics_port:
+                        metrics = serve_metrics(self.metrics, self.settings.metrics_host, self.settings.metrics_port)
+                        inputs.create_task(metrics, name="metrics")
                     inputs.create_task(_raise_when_set(stop), name="stop")
             except* Stopping:
                 pass
@@ -330,6 +338,7 @@ class Worker:
                 pass
 
     async def _on_push(self, endpoint: Endpoint, push: Push) -> None:
+        self.received[(endpoint, push.topic.partition(".")[0])] += 1
         received_ms = int(self._wall() * 1000)
         trace_id = self._trace_id()
         market = self.markets.get(endpoint)

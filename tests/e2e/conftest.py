@@ -58,6 +58,7 @@ def worker_settings(fake: FakeBybit, db_url: str, amqp_url: str, **overrides: An
         "reconcile_interval": 2.0,
         "worker_id": f"test-{uuid.uuid4().hex[:8]}",
         "shutdown_grace": 5.0,
+        "metrics_port": 0,  # several workers may run at once; a test that scrapes picks a free port
     }
     return WorkerSettings(**(values | overrides))
 
