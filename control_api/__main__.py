@@ -55,6 +55,7 @@ def main() -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=GRACE_SECONDS,
+        loop="uvloop" if settings.uvloop else "asyncio",
     )
     _Server(config).run()
     logger.info("control API stopped")

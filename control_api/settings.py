@@ -28,6 +28,7 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     # Per API key, per replica: sustained writes per second and the burst allowed above it.
     write_rate: float = 20.0
     write_burst: int = 40
+    uvloop: bool = True  # the faster event loop; switch off to debug with the standard one
     log_level: str = "info"
     log_format: str = "auto"  # auto | json | pretty
 
@@ -50,6 +51,7 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
             write_rate=env.number("WS_GATEWAY_WRITE_RATE", 20.0, minimum=0.01, maximum=100_000),
             write_burst=env.integer("WS_GATEWAY_WRITE_BURST", 40, minimum=1, maximum=1_000_000),
             worker_stale_after=env.number("WS_GATEWAY_WORKER_STALE_AFTER", 20.0, minimum=1, maximum=3600),
+            uvloop=env.flag("WS_GATEWAY_UVLOOP", True),
             log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             log_format=env.choice("LOG_FORMAT", "auto", ("auto", "json", "pretty")),
         )

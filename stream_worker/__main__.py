@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 
 from loguru import logger
 
@@ -24,6 +25,7 @@ DB_TIMEOUT = 5.0
 async def serve(settings: WorkerSettings) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    logger.bind(event_loop=type(loop).__module__.split(".")[0]).info("event loop running")
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     engine = create_engine(settings.database_url, DB_TIMEOUT)
@@ -64,8 +66,17 @@ def main() -> None:
         database=redact_url(settings.database_url),
         rabbitmq=redact_url(settings.rabbitmq_url),
     ).info("starting stream worker")
-    asyncio.run(serve(settings))
+    with asyncio.Runner(loop_factory=_loop_factory(settings.uvloop)) as runner:
+        runner.run(serve(settings))
     logger.info("stream worker stopped")
+
+
+def _loop_factory(use_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if not use_uvloop:
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     ack_timeout: float = 10.0  # an op unacknowledged this long recycles the socket
     max_frame_bytes: int = 4 * 1024 * 1024  # a bigger frame closes the socket (1009) and it reconnects
     compression: bool = False  # permessage-deflate halves ingest throughput; Bybit is not known to need it
+    uvloop: bool = True  # the faster event loop; switch off to debug with the standard one
     reconnect_cap: float = 30.0
     reconcile_interval: float = 30.0
     worker_id: str = "worker"
@@ -87,6 +88,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
             ack_timeout=env.number("BYBIT_ACK_TIMEOUT", 10.0, minimum=0.1, maximum=300),
             max_frame_bytes=env.integer("BYBIT_MAX_FRAME_BYTES", 4 * 1024 * 1024, minimum=65_536, maximum=1 << 30),
             compression=env.flag("BYBIT_COMPRESSION", False),
+            uvloop=env.flag("WS_GATEWAY_UVLOOP", True),
             reconnect_cap=env.number("BYBIT_RECONNECT_CAP", 30.0, minimum=0.1, maximum=600),
             reconcile_interval=env.number("WS_GATEWAY_RECONCILE_INTERVAL", 30.0, minimum=0.1, maximum=3600),
             worker_id=env.text("WS_GATEWAY_WORKER_ID", hostname),
