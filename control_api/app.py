@@ -11,6 +11,7 @@ from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from loguru import logger
@@ -101,7 +102,7 @@ def create_app(settings: ApiSettings) -> Litestar:
             HTTPException: http_error,
             Exception: unexpected_error,
         },
-        middleware=[trace_middleware, metrics.middleware],
+        middleware=[DefineMiddleware(trace_middleware, on_complete=metrics.observe)],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="ws-gateway control API",

@@ -7,13 +7,11 @@ by raw path, so ids do not become label values; requests that match no route sha
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 
 from litestar import Response, get
 from litestar.datastructures import State
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import Scope
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -68,32 +66,15 @@ class ApiMetrics:
         self.relay = _RelayCollector()
         self.registry.register(self.relay)
 
-    def middleware(self, app: ASGIApp) -> ASGIApp:
-        """Counts and times every HTTP request; the route template is known once Litestar has routed it."""
-        requests, duration = self.requests, self.duration
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
+        """One answered request; called by the trace middleware, which already times every request.
 
-        async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != ScopeType.HTTP:
-                await app(scope, receive, send)
-                return
-            status = 500
-            started = time.perf_counter()
-
-            async def send_recording_status(message: Message) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                await send(message)
-
-            try:
-                await app(scope, receive, send_recording_status)
-            finally:
-                route = str(scope.get("path_template") or UNMATCHED)
-                method = str(scope.get("method", ""))
-                requests.labels(route, method, str(status)).inc()
-                duration.labels(route, method).observe(time.perf_counter() - started)
-
-        return middleware
+        The route template is in the scope once Litestar has routed the request (unrouted: "unmatched").
+        """
+        route = str(scope.get("path_template") or UNMATCHED)
+        method = str(scope.get("method", ""))
+        self.requests.labels(route, method, str(status)).inc()
+        self.duration.labels(route, method).observe(seconds)
 
 
 @get("/metrics", include_in_schema=False, cache=False)

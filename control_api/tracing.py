@@ -10,12 +10,14 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from loguru import logger
 
 TRACE_HEADER = b"x-trace-id"
+RequestObserver = Callable[[Scope, int, float], None]
 _TRACE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
 
 
@@ -30,7 +32,9 @@ def trace_id_from_headers(headers: list[tuple[bytes, bytes]]) -> str:
     return new_trace_id()
 
 
-def trace_middleware(app: ASGIApp) -> ASGIApp:
+def trace_middleware(app: ASGIApp, on_complete: RequestObserver | None = None) -> ASGIApp:
+    """Trace ids, one access log line per request, and `on_complete(scope, status, seconds)` (metrics)."""
+
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
@@ -52,11 +56,14 @@ def trace_middleware(app: ASGIApp) -> ASGIApp:
             try:
                 await app(scope, receive, send_with_trace)
             finally:
+                seconds = time.perf_counter() - started
                 logger.bind(
                     method=scope.get("method"),
                     path=scope.get("path"),
                     status=status,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    duration_ms=round(seconds * 1000, 2),
                 ).info("request")
+                if on_complete is not None:
+                    on_complete(scope, status, seconds)
 
     return middleware
