@@ -13,8 +13,6 @@ import msgspec
 
 from shared.enums import Category, ChannelType, Endpoint
 
-PUBLIC_CATEGORIES: tuple[Category, ...] = tuple(Category)
-
 # Depths Bybit offers per category (§6.2). Level 500 was removed in 2025-09 and 1000 added in 2025-08.
 BOOK_DEPTHS: Mapping[Category, tuple[int, ...]] = {
     Category.SPOT: (1, 50, 200, 1000),
