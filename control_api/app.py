@@ -25,6 +25,7 @@ from control_api.ratelimit import WriteRateLimiter, limit_writes, reject_unknown
 from control_api.routes.balances import BalanceController
 from control_api.routes.health import health
 from control_api.routes.subscriptions import SubscriptionController
+from control_api.routes.workers import WorkerController
 from control_api.security import API_KEY_HEADER, require_api_key
 from control_api.settings import ApiSettings
 from control_api.status import status_routes
@@ -77,7 +78,7 @@ def provide_relay(state: State) -> OutboxRelay:
 def create_app(settings: ApiSettings) -> Litestar:
     api = Router(
         path="/api/v1",
-        route_handlers=[SubscriptionController, BalanceController],
+        route_handlers=[SubscriptionController, BalanceController, WorkerController],
         guards=[require_api_key, limit_writes, reject_unknown_query],
         security=[{"ApiKey": []}],
     )

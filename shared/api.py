@@ -147,13 +147,43 @@ class DependencyHealth(msgspec.Struct, frozen=True, kw_only=True):
     detail: str | None = None
 
 
+class WorkerMember(msgspec.Struct, frozen=True, kw_only=True):
+    """One stream worker of the cluster, from its membership lease (times by PostgreSQL's clock)."""
+
+    worker_id: str
+    alive: bool  # its lease has not expired
+    lease_age_s: float  # since its last renewal
+    lease_expires_in_s: float  # negative once expired
+    joined_at: datetime
+    holds_private: bool  # it holds the private stream lease
+    topic_count: int
+    # The topics it is assigned, per Bybit socket (spot, linear, inverse, option, private); only in
+    # /api/v1/workers (health carries `topic_count` alone).
+    topics: dict[str, list[str]] | None = None
+    heartbeat_age_s: float | None = None
+    healthy: bool | None = None  # its last heartbeat's verdict: every socket it needs is up
+
+
+class Workers(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[WorkerMember]
+    live: int
+    private_holder: str | None  # the worker that holds the private stream lease, if any holds it
+    # Wanted topics ("socket:topic") that no live worker reports as its own: a handover in progress, or
+    # (if it lasts longer than a lease) a problem. At most 100 listed; `unowned_count` counts them all.
+    unowned_topics: list[str]
+    unowned_count: int
+
+
 class WorkerHealth(msgspec.Struct, frozen=True, kw_only=True):
     status: str  # "unknown" until a worker reports, then "up" | "stale" | "degraded"
     detail: str | None = None
-    worker_id: str | None = None
+    worker_id: str | None = None  # the freshest heartbeat's worker
     heartbeat_age_s: float | None = None
     sockets: dict[str, Any] | None = None  # per Bybit socket: connected, topics, last message age, ...
     publisher: dict[str, Any] | None = None  # buffer depths, drops per cause, confirms
+    members: list[WorkerMember] | None = None  # every worker with a membership row, live or not
+    private_holder: str | None = None
+    unowned_topics: int | None = None
 
 
 class Health(msgspec.Struct, frozen=True, kw_only=True):

@@ -244,4 +244,36 @@ class WorkerHeartbeatRow(Base):
     state: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
 
 
+class WorkerMemberRow(Base):
+    """One stream worker's membership lease. Times come from PostgreSQL's clock (`now()`), never a worker's,
+    so clock skew between containers cannot make a live worker look dead. A row whose lease expired is a dead
+    worker: its topics belong to the live ones."""
+
+    __tablename__ = "worker_members"
+
+    worker_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    instance_id: Mapped[str] = mapped_column(String(64))  # one per process: tells a restart from a twin
+    joined_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    renewed_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    lease_expires_at: Mapped[datetime] = mapped_column(index=True)
+    # The topics this worker is assigned, per Bybit socket: written when they change, not on every renewal.
+    topics: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+
+
+class LeaseRow(Base):
+    """A named exclusive lease (today only `private`: the one authenticated Bybit stream of the cluster)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))  # worker_id
+    instance_id: Mapped[str] = mapped_column(String(64))
+    epoch: Mapped[int] = mapped_column(BigInteger)  # +1 each time the lease changes hands
+    acquired_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    renewed_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    expires_at: Mapped[datetime]
+    # The holder's last private frame (epoch ms): a successor re-syncs account state from shortly before it.
+    last_frame_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
 metadata = Base.metadata

@@ -42,6 +42,9 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     reconnect_cap: float = 30.0
     reconcile_interval: float = 30.0
     worker_id: str = "worker"
+    # Membership: a worker silent for lease_ttl is dead and its topics move (failover within ~lease_ttl + 1 s).
+    lease_ttl: float = 5.0
+    lease_renew_interval: float = 1.0
     book_output: str = "stream"  # stream | top | both: what order-book consumers receive
     book_top_interval: float = 0.1  # seconds between top-N snapshots (book_output top or both)
     book_top_levels: int = 25
@@ -74,6 +77,11 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
             missing = "BYBIT_API_SECRET" if api_secret is None else "BYBIT_API_KEY"
             raise ConfigError(missing, "BYBIT_API_KEY and BYBIT_API_SECRET must be set together")
         ping_interval = env.number("BYBIT_PING_INTERVAL", 20.0, minimum=1, maximum=300)
+        lease_ttl = env.number("WS_GATEWAY_LEASE_TTL", 5.0, minimum=1, maximum=600)
+        lease_renew = env.number("WS_GATEWAY_LEASE_RENEW_INTERVAL", min(1.0, lease_ttl / 3), minimum=0.1, maximum=200)
+        if lease_renew > lease_ttl / 2:
+            # One late renewal must not look like a death: at least two renewals fit in a lease.
+            raise ConfigError("WS_GATEWAY_LEASE_RENEW_INTERVAL", "must be at most half of WS_GATEWAY_LEASE_TTL")
         return cls(
             database_url=env.url("DATABASE_URL", DEFAULT_DATABASE_URL, ("postgresql+asyncpg",)),
             rabbitmq_url=env.url("RABBITMQ_URL", DEFAULT_RABBITMQ_URL, ("amqp", "amqps")),
@@ -92,6 +100,8 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
             reconnect_cap=env.number("BYBIT_RECONNECT_CAP", 30.0, minimum=0.1, maximum=600),
             reconcile_interval=env.number("WS_GATEWAY_RECONCILE_INTERVAL", 30.0, minimum=0.1, maximum=3600),
             worker_id=env.text("WS_GATEWAY_WORKER_ID", hostname),
+            lease_ttl=lease_ttl,
+            lease_renew_interval=lease_renew,
             book_output=env.choice("WS_GATEWAY_BOOK_OUTPUT", "stream", ("stream", "top", "both")),
             book_top_interval=env.integer("WS_GATEWAY_BOOK_TOP_INTERVAL_MS", 100, minimum=10, maximum=60_000) / 1000,
             book_top_levels=env.integer("WS_GATEWAY_BOOK_TOP_LEVELS", 25, minimum=1, maximum=1000),

@@ -34,11 +34,13 @@ from stream_worker.bybit.events import (
 )
 from stream_worker.bybit.protocol import BybitProtocol
 from stream_worker.bybit.signing import Credentials
+from stream_worker.cluster import Cluster
 from stream_worker.commands import CommandListener
 from stream_worker.connection import Connection, ConnectionSettings
 from stream_worker.desired import Binding, DesiredSet, topic_changes
 from stream_worker.errors import WorkerError
 from stream_worker.market import BookOutput, MarketResult, MarketState
+from stream_worker.membership import MembershipStore, PrivateLease
 from stream_worker.metrics import PublishTally, serve_metrics, worker_registry
 from stream_worker.normalize import Normalizer, PayloadError
 from stream_worker.persistence import DATABASE_ERRORS, StateWriter, Store
@@ -116,6 +118,23 @@ class Worker:
         self.commands = CommandListener(
             settings.rabbitmq_url, self.worker_id, self.on_command, on_connected=self.reload
         )
+        self.instance_id = uuid.uuid4().hex
+        self._resync_due = False  # a re-sync waits until the private topics are subscribed again
+        membership = MembershipStore(
+            store.engine,
+            worker_id=self.worker_id,
+            instance_id=self.instance_id,
+            ttl=settings.lease_ttl,
+            timeout=min(store.timeout, settings.lease_ttl / 2),
+        )
+        self.cluster = Cluster(
+            membership,
+            renew_interval=settings.lease_renew_interval,
+            can_serve_private=Endpoint.PRIVATE in self.connections,
+            on_change=self._on_cluster_change,
+            on_private_acquired=self._on_private_acquired,
+            last_private_frame_ms=lambda: self._last_private_frame_ms,
+        )
 
     def _add_connection(
         self,
@@ -150,6 +169,7 @@ class Worker:
             balances = outer.create_task(self.balances.run(), name="balance-writer")
             try:
                 async with asyncio.TaskGroup() as inputs:
+                    inputs.create_task(self.cluster.run(), name="cluster")
                     inputs.create_task(self._reconcile_periodically(), name="reconciler")
                     inputs.create_task(self.commands.run(), name="commands")
                     inputs.create_task(self._heartbeat(), name="heartbeat")
@@ -164,7 +184,8 @@ class Worker:
                     inputs.create_task(_raise_when_set(stop), name="stop")
             except* Stopping:
                 pass
-            logger.info("stopping: inputs closed, draining buffers")
+            logger.info("stopping: inputs closed, handing our topics over and draining buffers")
+            await self.cluster.leave()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.shutdown_grace):
                     await self.publisher.wait_drained()
@@ -235,6 +256,31 @@ class Worker:
             self.reloads += 1
             await self._converge()
 
+    async def _on_cluster_change(self) -> None:
+        """Membership or the private lease moved: subscribe what became ours, drop what is no longer."""
+        async with self._reconcile_lock:
+            await self._converge()
+
+    def _on_private_acquired(self, lease: PrivateLease) -> None:
+        """We took the private stream over: re-sync account state from just before our predecessor's last
+        frame, once our private subscriptions are acknowledged, so nothing pushed meanwhile is missed."""
+        if lease.last_frame_ms is not None:
+            self._last_private_frame_ms = lease.last_frame_ms
+        self._resync_since_ms = lease.last_frame_ms
+        self._resync_due = True
+        self._resync_when_settled()
+
+    def _resync_when_settled(self) -> None:
+        """Ask for the REST re-sync once every wanted private topic has been answered: fetching before the
+        subscriptions are live would leave a window in which a push is neither fetched nor received."""
+        connection = self.connections.get(Endpoint.PRIVATE)
+        if not self._resync_due or connection is None:
+            return
+        protocol = connection.protocol
+        if protocol.authenticated and protocol.wanted and protocol.wanted <= protocol.subscribed | set(protocol.failed):
+            self._resync_due = False
+            self._resync_requested.set()
+
     async def on_command(self, command: Command) -> None:
         match command:
             case SubscriptionsChanged(revision=revision, changes=changes):
@@ -266,8 +312,9 @@ class Worker:
                 continue
             self.bound.add(binding)
         topics = self.desired.topics()
+        owned = self.cluster.owned(topics)  # no worker subscribes a topic it does not own
         actual = {endpoint: set(c.protocol.wanted) for endpoint, c in self.connections.items()}
-        changes = topic_changes(actual, {e: t for e, t in topics.items() if e in self.connections})
+        changes = topic_changes(actual, {e: t for e, t in owned.items() if e in self.connections})
         for endpoint, added in changes.subscribe.items():
             for topic in sorted(added):
                 self._op_log(endpoint, topic, trace_id).info("subscribe requested")
@@ -313,6 +360,7 @@ class Worker:
             if isinstance(event, Authenticated):
                 # The gap to re-sync began after the previous session's last frame (None on first start).
                 self._resync_since_ms = self._last_private_frame_ms
+                self._resync_due = True
             self._last_private_frame_ms = int(self._wall() * 1000)
         match event:
             case Push():
@@ -321,13 +369,15 @@ class Worker:
                 self._op_log(endpoint, topic).info("subscribe acked")
                 self.state.set_status(endpoint, topic, SubscriptionStatus.ACTIVE)
                 self._statuses_written[(endpoint, topic)] = frozenset(self.desired.subscription_ids(endpoint, topic))
+                self._resync_when_settled()
             case SubscribeRejected(topic=topic, reason=reason):
                 self._op_log(endpoint, topic).bind(reason=reason).warning("bybit rejected a topic")
                 self.state.set_status(endpoint, topic, SubscriptionStatus.FAILED, reason)
                 self._statuses_written[(endpoint, topic)] = frozenset(self.desired.subscription_ids(endpoint, topic))
+                self._resync_when_settled()
             case Authenticated():
+                # Pushes missed while we were away are not replayed (§9.8): re-sync once resubscribed.
                 logger.bind(endpoint=endpoint.value).info("bybit private stream authenticated")
-                self._resync_requested.set()  # pushes missed while we were away are not replayed (§9.8)
             case AuthRejected(reason=reason):
                 logger.bind(reason=reason).error(
                     "bybit rejected our API key: check clock skew, key, secret and BYBIT_ENVIRONMENT"
@@ -450,6 +500,7 @@ class Worker:
             "commands_connected": self.commands.connected,
             "state_pending": self.state.pending,
             "account_resync": self.resync_state if self.resync is not None else None,
+            "cluster": self.cluster.health(),
         }
 
     async def _heartbeat(self) -> None:

@@ -16,12 +16,14 @@ from sqlalchemy import select
 from control_api.db import Database
 from control_api.errors import DatabaseUnavailable
 from control_api.routes.common import Db, Relay
+from control_api.routes.workers import read_workers
 from shared.api import DependencyHealth, Health, WorkerHealth
 from shared.schema import WorkerHeartbeatRow
 
 
 async def worker_health(db: Database, stale_after: float) -> WorkerHealth:
-    """The freshest worker heartbeat: stale past `stale_after` s; degraded if a wanted socket is down."""
+    """The freshest worker heartbeat, and every member of the cluster: stale past `stale_after` s; degraded
+    if a live worker reports a wanted socket down."""
     try:
         async with db.transaction() as session:
             row = (
@@ -29,16 +31,20 @@ async def worker_health(db: Database, stale_after: float) -> WorkerHealth:
                     select(WorkerHeartbeatRow).order_by(WorkerHeartbeatRow.updated_at.desc()).limit(1)
                 )
             ).first()
+            cluster = await read_workers(session, with_topics=False)
     except DatabaseUnavailable:
         return WorkerHealth(status="unknown", detail="the database is unavailable")
     if row is None:
         return WorkerHealth(status="unknown", detail="no worker has reported yet")
     age = (datetime.now(UTC) - row.updated_at).total_seconds()
     state = row.state
+    unwell = [m.worker_id for m in cluster.items if m.alive and m.healthy is False]
     if age > stale_after:
         status, detail = "stale", f"no heartbeat for {age:.0f}s"
-    elif not state.get("healthy", False):
+    elif not state.get("healthy", False) or unwell:
         status, detail = "degraded", "a wanted Bybit socket is down"
+        if unwell:
+            detail += f" (on {', '.join(unwell)})"
     else:
         status, detail = "up", None
     return WorkerHealth(
@@ -48,6 +54,9 @@ async def worker_health(db: Database, stale_after: float) -> WorkerHealth:
         heartbeat_age_s=round(age, 1),
         sockets=state.get("sockets"),
         publisher=state.get("publisher"),
+        members=cluster.items,
+        private_holder=cluster.private_holder,
+        unowned_topics=cluster.unowned_count,
     )
 
 

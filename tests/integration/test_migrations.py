@@ -24,6 +24,8 @@ TABLES = {
     "account_balance_history",
     "account_totals",
     "worker_heartbeats",
+    "worker_members",
+    "leases",
 }
 
 

@@ -1,0 +1,146 @@
+"""This worker's place in the cluster: which public topics and whether the private stream are its to serve.
+
+Renews the membership lease on a timer, adopts each renewal's view of the live members (rendezvous
+assignment) and of the private lease, and tells the worker to converge when its share changed. When
+PostgreSQL cannot be reached it keeps the share it has (fail static): during an outage two workers may
+serve a topic, which consumers absorb by `event_id`, but no topic and no account event is left unserved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from loguru import logger
+
+from shared.enums import Endpoint
+from stream_worker.assignment import Assignment
+from stream_worker.membership import ClusterView, MembershipStore, PrivateLease
+from stream_worker.persistence import DATABASE_ERRORS
+
+
+class Cluster:
+    def __init__(
+        self,
+        store: MembershipStore,
+        *,
+        renew_interval: float,
+        can_serve_private: bool,
+        on_change: Callable[[], Awaitable[None]],
+        on_private_acquired: Callable[[PrivateLease], None],
+        last_private_frame_ms: Callable[[], int | None],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.store = store
+        self.worker_id = store.worker_id
+        self._renew_interval = renew_interval
+        self._can_serve_private = can_serve_private
+        self._on_change = on_change
+        self._on_private_acquired = on_private_acquired
+        self._last_private_frame_ms = last_private_frame_ms
+        self._sleep = sleep
+        self.assignment = Assignment(self.worker_id)
+        self.ready = False  # until the first renewal, this worker owns nothing
+        self.holds_private = False
+        self.view: ClusterView | None = None
+        self.renewals = 0
+        self.failed_renewals = 0
+        self.changes = 0  # views that moved topics or the private stream to or from this worker
+        self._failing = False
+        self._owned: dict[str, list[str]] = {}
+        self._reported: dict[str, list[str]] | None = None
+
+    def owned(self, topics: dict[Endpoint, set[str]]) -> dict[Endpoint, set[str]]:
+        """Of the wanted topics, those this worker must subscribe: its rendezvous share of the public ones,
+        and the private ones while it holds the private lease."""
+        if not self.ready:
+            return {}
+        owned = self.assignment.mine({e: t for e, t in topics.items() if e is not Endpoint.PRIVATE})
+        if self.holds_private and topics.get(Endpoint.PRIVATE):
+            owned[Endpoint.PRIVATE] = set(topics[Endpoint.PRIVATE])
+        self.assignment.forget({(e, t) for e, endpoint_topics in topics.items() for t in endpoint_topics})
+        self._owned = {endpoint.value: sorted(owned_topics) for endpoint, owned_topics in sorted(owned.items())}
+        return owned
+
+    async def run(self) -> None:
+        while True:
+            await self.renew()
+            await self._sleep(self._renew_interval)
+
+    async def renew(self) -> bool:
+        """One renewal; True if it changed what this worker owns (the worker has converged by then)."""
+        topics = self._owned if self._owned != self._reported else None
+        try:
+            view = await self.store.renew(
+                topics=topics,
+                want_private=self._can_serve_private,
+                last_frame_ms=self._last_private_frame_ms() if self.holds_private else None,
+            )
+        except DATABASE_ERRORS as error:
+            self.failed_renewals += 1
+            if not self._failing:
+                self._failing = True
+                logger.bind(error=type(error).__name__).warning(
+                    "cannot renew the membership lease; keeping the topics we serve until PostgreSQL answers"
+                )
+            return False
+        if self._failing:
+            self._failing = False
+            logger.info("membership lease renewed again")
+        self.renewals += 1
+        if topics is not None:
+            self._reported = topics
+        return await self._adopt(view)
+
+    async def _adopt(self, view: ClusterView) -> bool:
+        first = not self.ready
+        if view.twin is not None and not first:
+            logger.bind(worker_id=self.worker_id).error(
+                "another running worker uses the same WS_GATEWAY_WORKER_ID: give each worker its own"
+            )
+        self.view = view
+        # We renewed a moment ago, so we are live even if the clock edge says otherwise.
+        moved = self.assignment.update(view.live | {self.worker_id})
+        holds = view.holds_private(self.store.instance_id)
+        acquired = holds and not self.holds_private
+        handed = holds != self.holds_private
+        if handed:
+            lease = view.private
+            if holds:
+                logger.bind(epoch=lease.epoch if lease else None).info("took the private stream lease")
+            else:
+                logger.bind(holder=lease.holder if lease else None).info("the private stream lease moved away")
+            self.holds_private = holds
+        self.ready = True
+        if moved and not first:
+            logger.bind(members=sorted(self.assignment.members)).info("cluster membership changed")
+        if not (first or moved or handed):
+            return False
+        self.changes += 1
+        await self._on_change()
+        if acquired and view.private is not None:
+            self._on_private_acquired(view.private)  # after converging: the private topics are wanted now
+        return True
+
+    async def leave(self) -> None:
+        """Hand our topics and the private stream over now rather than at our lease's expiry."""
+        try:
+            await self.store.leave(last_frame_ms=self._last_private_frame_ms() if self.holds_private else None)
+        except DATABASE_ERRORS as error:
+            logger.bind(error=type(error).__name__).warning("could not leave the cluster; our lease will expire")
+            return
+        logger.info("left the cluster")
+
+    def health(self) -> dict[str, Any]:
+        lease = self.view.private if self.view is not None else None
+        return {
+            "ready": self.ready,
+            "members": sorted(self.assignment.members),
+            "holds_private": self.holds_private,
+            "private_holder": lease.holder if lease is not None and lease.expires_in_s > 0 else None,
+            "owned_topics": {endpoint: len(topics) for endpoint, topics in self._owned.items()},
+            "renewals": self.renewals,
+            "failed_renewals": self.failed_renewals,
+            "changes": self.changes,
+        }
