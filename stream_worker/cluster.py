@@ -30,6 +30,7 @@ class Cluster:
         on_change: Callable[[], Awaitable[None]],
         on_private_acquired: Callable[[PrivateLease], None],
         last_private_frame_ms: Callable[[], int | None],
+        hold_first_view: bool = True,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.store = store
@@ -39,6 +40,7 @@ class Cluster:
         self._on_change = on_change
         self._on_private_acquired = on_private_acquired
         self._last_private_frame_ms = last_private_frame_ms
+        self._hold_first_view = hold_first_view
         self._sleep = sleep
         self.assignment = Assignment(self.worker_id)
         self.ready = False  # until the first renewal, this worker owns nothing
@@ -94,6 +96,12 @@ class Cluster:
         return await self._adopt(view)
 
     async def _adopt(self, view: ClusterView) -> bool:
+        if self.renewals == 1 and self._hold_first_view:
+            # Workers started together (a deploy, a restart) each join before seeing the others: claiming on
+            # the first view would subscribe topics that move again a second later. One renewal of patience
+            # lets them meet first.
+            self.view = view
+            return False
         first = not self.ready
         if view.twin is not None and not first:
             logger.bind(worker_id=self.worker_id).error(
