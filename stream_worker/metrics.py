@@ -100,6 +100,37 @@ class WorkerCollector(Collector):
         yield from self._published()
         yield from self._publisher()
         yield from self._market()
+        yield from self._cluster()
+
+    def _cluster(self) -> Iterable[Metric]:
+        cluster = self._worker.cluster
+        yield GaugeMetricFamily(
+            f"{PREFIX}_cluster_members",
+            "Live workers in this worker's view of the cluster",
+            value=len(cluster.assignment.members),
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_private_lease_held",
+            "1 while this worker holds the private stream lease",
+            value=int(cluster.holds_private),
+        )
+        owned = GaugeMetricFamily(f"{PREFIX}_owned_topics", "Wanted topics assigned to this worker", labels=["socket"])
+        for socket, count in sorted(cluster.health()["owned_topics"].items()):
+            owned.add_metric([socket], count)
+        yield owned
+        yield CounterMetricFamily(
+            f"{PREFIX}_lease_renewals", "Membership lease renewals that succeeded", value=cluster.renewals
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_lease_renewal_failures",
+            "Membership lease renewals PostgreSQL did not answer",
+            value=cluster.failed_renewals,
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_cluster_changes",
+            "Membership views that moved topics or the private stream",
+            value=cluster.changes,
+        )
 
     def _bybit(self) -> Iterable[Metric]:
         worker = self._worker

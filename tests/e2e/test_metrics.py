@@ -85,6 +85,9 @@ async def test_worker_and_api_metrics_move_with_the_stream_without_symbol_labels
             > 0
         )
         assert ("ws_gateway_worker_publish_buffer_depth", frozenset({("buffer", "market")})) in first
+        assert value(first, "ws_gateway_worker_cluster_members") == 1
+        assert value(first, "ws_gateway_worker_owned_topics", socket="linear") == 2
+        assert value(first, "ws_gateway_worker_lease_renewals_total") >= 1
 
         async def moved() -> bool:
             second = await scrape(anonymous, worker_url)

@@ -35,7 +35,11 @@ async def test_trace_id_of_a_post_follows_the_notice_the_subscribe_and_its_ack(
     # the notice is skipped as already applied and this test would not see the path it is about).
     async with start_worker(reconcile_interval=60.0) as worker:
         # Start-up re-reads twice: the timer's first round and the command listener's connect.
-        await wait_until(lambda: worker.commands.connected and worker.reloads >= 2, what="start-up re-reads done")
+        # ... and the worker has joined the cluster, so the notice's own converge is what subscribes the topic.
+        await wait_until(
+            lambda: worker.commands.connected and worker.reloads >= 2 and worker.cluster.ready,
+            what="start-up re-reads done and the cluster joined",
+        )
         response = await api.post(
             "/api/v1/subscriptions",
             json={"requesting_service": "svc-trace", "channel_type": "kline", "symbol": "BTCUSDT", "interval": 5},
