@@ -15,9 +15,12 @@ import argparse
 import asyncio
 import json
 import statistics
+import sys
 import tempfile
 from dataclasses import asdict, fields
 from pathlib import Path
+
+from loguru import logger
 
 from control_api.settings import ApiSettings
 from shared.config import Secret
@@ -27,8 +30,21 @@ from tests.support.apiserver import api_client
 from tests.support.failover import Round, run_round
 
 BYBIT_KEY, BYBIT_SECRET, API_KEY = "bench-key", "bench-secret", "bench-api-key"
-TIMED = ("market_resubscribed_s", "market_events_s", "private_resubscribed_s", "rebalance_settled_s")
-COUNTED = ("orphaned_topics", "account_events_pushed", "account_events_lost", "rebalance_moved", "rebalance_subscribes")
+TIMED = (
+    "market_resubscribed_s",
+    "market_events_s",
+    "private_resubscribed_s",
+    "account_events_s",
+    "rebalance_settled_s",
+)
+COUNTED = (
+    "orphaned_topics",
+    "account_events_pushed",
+    "account_events_lost",
+    "rebalance_moved",
+    "rebalance_subscribes",
+    "max_subscribes_per_topic",
+)
 
 
 async def one_round(database_url: str, rabbitmq_url: str, log_dir: Path) -> Round:
@@ -67,6 +83,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
+    logger.remove()  # the in-process API and fake log every request; only trouble matters here
+    logger.add(sys.stderr, level="WARNING")
     vhost = services.unique_name("wsg_failover")
     rabbitmq_url = services.create_vhost(vhost)
     template = services.unique_name("wsg_failover_tpl")

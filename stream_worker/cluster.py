@@ -1,7 +1,8 @@
 """This worker's place in the cluster: which public topics and whether the private stream are its to serve.
 
 Renews the membership lease on a timer, adopts each renewal's view of the live members (rendezvous
-assignment) and of the private lease, and tells the worker to converge when its share changed. When
+assignment) and of the private lease, and tells the worker to converge when its share changed, without
+waiting for that convergence (which may wait on RabbitMQ): a renewal is never late because a bind is slow. When
 PostgreSQL cannot be reached it keeps the share it has (fail static): during an outage two workers may
 serve a topic, which consumers absorb by `event_id`, but no topic and no account event is left unserved.
 """
@@ -9,13 +10,14 @@ serve a topic, which consumers absorb by `event_id`, but no topic and no account
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from loguru import logger
 
 from shared.enums import Endpoint
-from stream_worker.assignment import Assignment
+from stream_worker.assignment import Assignment, TopicKey
 from stream_worker.membership import ClusterView, MembershipStore, PrivateLease
 from stream_worker.persistence import DATABASE_ERRORS
 
@@ -27,11 +29,13 @@ class Cluster:
         *,
         renew_interval: float,
         can_serve_private: bool,
-        on_change: Callable[[], Awaitable[None]],
+        on_change: Callable[[], None],
         on_private_acquired: Callable[[PrivateLease], None],
         last_private_frame_ms: Callable[[], int | None],
         hold_first_view: bool = True,
+        handover_grace: float | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.worker_id = store.worker_id
@@ -41,6 +45,11 @@ class Cluster:
         self._on_private_acquired = on_private_acquired
         self._last_private_frame_ms = last_private_frame_ms
         self._hold_first_view = hold_first_view
+        # The newcomer claims at its second renewal and we see it at our next one: two intervals cover both.
+        self._handover_grace = 2 * renew_interval if handover_grace is None else handover_grace
+        self._clock = clock
+        self._served: set[TopicKey] = set()
+        self._releasing: dict[TopicKey, float] = {}  # topics kept while their new owner claims them: deadline
         self._sleep = sleep
         self.assignment = Assignment(self.worker_id)
         self.ready = False  # until the first renewal, this worker owns nothing
@@ -58,12 +67,32 @@ class Cluster:
         and the private ones while it holds the private lease."""
         if not self.ready:
             return {}
-        owned = self.assignment.mine({e: t for e, t in topics.items() if e is not Endpoint.PRIVATE})
+        public: dict[Endpoint, set[str]] = {e: t for e, t in topics.items() if e is not Endpoint.PRIVATE}
+        owned = self.assignment.mine(public)
+        self._keep_while_handing_over(public, owned)
         if self.holds_private and topics.get(Endpoint.PRIVATE):
             owned[Endpoint.PRIVATE] = set(topics[Endpoint.PRIVATE])
         self.assignment.forget({(e, t) for e, endpoint_topics in topics.items() for t in endpoint_topics})
         self._owned = {endpoint.value: sorted(owned_topics) for endpoint, owned_topics in sorted(owned.items())}
         return owned
+
+    def _keep_while_handing_over(self, public: dict[Endpoint, set[str]], owned: dict[Endpoint, set[str]]) -> None:
+        """Make before break: a topic that moves to a worker that just joined stays ours for the handover grace,
+        long enough for the newcomer to claim and subscribe it. Dropping it at once would leave it unserved
+        (a gap nobody could fill) until then; keeping it costs a moment of duplicates, which `event_id` absorbs."""
+        now = self._clock()
+        releasing: dict[TopicKey, float] = {}
+        for endpoint, endpoint_topics in public.items():
+            for topic in endpoint_topics - owned.get(endpoint, set()):
+                key = (endpoint, topic)
+                if key not in self._served:
+                    continue
+                deadline = self._releasing.get(key, now + self._handover_grace)
+                if now < deadline:
+                    releasing[key] = deadline
+                    owned.setdefault(endpoint, set()).add(topic)
+        self._releasing = releasing
+        self._served = {(endpoint, topic) for endpoint, topics in owned.items() for topic in topics}
 
     async def run(self) -> None:
         while True:
@@ -71,7 +100,7 @@ class Cluster:
             await self._sleep(self._renew_interval)
 
     async def renew(self) -> bool:
-        """One renewal; True if it changed what this worker owns (the worker has converged by then)."""
+        """One renewal; True if it changed what this worker owns (and the worker was told to converge)."""
         topics = self._owned if self._owned != self._reported else None
         try:
             view = await self.store.renew(
@@ -93,9 +122,12 @@ class Cluster:
         self.renewals += 1
         if topics is not None:
             self._reported = topics
-        return await self._adopt(view)
+        changed = self._adopt(view)
+        if not changed and self._releasing and min(self._releasing.values()) <= self._clock():
+            self._on_change()  # a handover grace ran out: let the topic go
+        return changed
 
-    async def _adopt(self, view: ClusterView) -> bool:
+    def _adopt(self, view: ClusterView) -> bool:
         if self.renewals == 1 and self._hold_first_view:
             # Workers started together (a deploy, a restart) each join before seeing the others: claiming on
             # the first view would subscribe topics that move again a second later. One renewal of patience
@@ -126,9 +158,9 @@ class Cluster:
         if not (first or moved or handed):
             return False
         self.changes += 1
-        await self._on_change()
+        self._on_change()
         if acquired and view.private is not None:
-            self._on_private_acquired(view.private)  # after converging: the private topics are wanted now
+            self._on_private_acquired(view.private)
         return True
 
     async def leave(self) -> None:

@@ -85,6 +85,7 @@ class Worker:
         self._logged_kinds: set[str] = set()
         self._reconcile_lock = asyncio.Lock()
         self._reload_requested = asyncio.Event()
+        self._cluster_changed = asyncio.Event()
         self.reloads = 0  # full re-reads of the desired set that succeeded
         self._op_traces: dict[tuple[Endpoint, str], str] = {}  # the notice that last asked for each topic
         self._statuses_written: dict[tuple[Endpoint, str], frozenset[uuid.UUID]] = {}
@@ -170,6 +171,7 @@ class Worker:
             try:
                 async with asyncio.TaskGroup() as inputs:
                     inputs.create_task(self.cluster.run(), name="cluster")
+                    inputs.create_task(self._follow_cluster(), name="cluster-converge")
                     inputs.create_task(self._reconcile_periodically(), name="reconciler")
                     inputs.create_task(self.commands.run(), name="commands")
                     inputs.create_task(self._heartbeat(), name="heartbeat")
@@ -256,10 +258,16 @@ class Worker:
             self.reloads += 1
             await self._converge()
 
-    async def _on_cluster_change(self) -> None:
-        """Membership or the private lease moved: subscribe what became ours, drop what is no longer."""
-        async with self._reconcile_lock:
-            await self._converge()
+    def _on_cluster_change(self) -> None:
+        self._cluster_changed.set()
+
+    async def _follow_cluster(self) -> None:
+        """Membership or the private lease moved: subscribe what became ours, drop what is no longer ours."""
+        while True:
+            await self._cluster_changed.wait()
+            self._cluster_changed.clear()
+            async with self._reconcile_lock:
+                await self._converge()
 
     def _on_private_acquired(self, lease: PrivateLease) -> None:
         """We took the private stream over: re-sync account state from just before our predecessor's last

@@ -41,5 +41,6 @@ async def test_killed_workers_topics_and_private_stream_move_within_seconds_and_
     # No storm: the survivor keeps what stays its own without a resubscribe, and each moved topic is subscribed
     # by at most the two workers that came back (the first may take it before it meets the second).
     assert result.kept_but_resubscribed == []
+    assert result.unserved_in_rebalance == []  # make before break: the survivor serves until the newcomer does
     assert result.max_subscribes_per_topic <= 2
     assert result.rebalance_moved <= result.rebalance_subscribes <= 2 * result.rebalance_moved

@@ -74,6 +74,7 @@ class Arrivals:
 
     last: dict[TopicKey, float] = field(default_factory=dict)
     ids: set[str] = field(default_factory=set)
+    first_seen: dict[str, float] = field(default_factory=dict)
     count: int = 0
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
@@ -81,6 +82,7 @@ class Arrivals:
             envelope = ENVELOPE_DECODER.decode(message.body)
             self.count += 1
             self.ids.add(envelope.event_id)
+            self.first_seen.setdefault(envelope.event_id, time.monotonic())
             self.last[(envelope.category or "private", envelope.topic)] = time.monotonic()
 
     def seen_since(self, keys: set[TopicKey], since: float) -> bool:
@@ -92,12 +94,15 @@ class Round:
     market_resubscribed_s: float = 0.0  # kill -> every orphaned public topic subscribed again, once
     market_events_s: float = 0.0  # kill -> the consumer has a new event of every orphaned trades topic
     private_resubscribed_s: float = 0.0  # kill -> the private topics subscribed again by the survivor
+    account_events_s: float = 0.0  # kill -> the consumer has the first execution pushed after the kill
     account_events_pushed: int = 0
     account_events_lost: int = 0
     orphaned_topics: int = 0
     rebalance_settled_s: float = 0.0  # restart -> the assignment is the three-member one again
     rebalance_subscribes: int = 0  # subscribe frames the rebalance sent
     rebalance_moved: int = 0  # topics whose owner the rebalance changed
+    # Topics that some sample during the rebalance found subscribed nowhere (make-before-break: none).
+    unserved_in_rebalance: list[TopicKey] = field(default_factory=list)
     # The most subscribe frames one topic got in the rebalance: 1 when it moved straight to its final owner, 2
     # when a worker that restarted first claimed it and handed it to one that joined a moment later.
     max_subscribes_per_topic: int = 0
@@ -244,17 +249,31 @@ async def run_round(
         result.account_events_pushed = len(pushed)
         await wait_until(lambda: set(pushed) <= executions.ids, timeout=20, what="every execution pushed in handover")
         result.account_events_lost = len(set(pushed) - executions.ids)
+        result.account_events_s = executions.first_seen[pushed[0]] - killed_at
         assert exactly_once(fake, wanted), live_subscriptions(fake)
 
         before = subscribe_frames(fake)
         restarted_at = time.monotonic()
-        for worker_id in (holder, market_owner):
-            processes[worker_id] = await stack.enter_async_context(
-                running("stream_worker", env_for(worker_id), log_dir, f"{worker_id}-second")
-            )
-        await wait_assigned(api, wanted, WORKERS, timeout)
-        await wait_until(lambda: exactly_once(fake, wanted), timeout=timeout, what="each topic once after rebalance")
+        unserved: set[TopicKey] = set()
+
+        async def sample_coverage() -> None:
+            while True:
+                counts = live_subscriptions(fake)
+                unserved.update(key for key in wanted if counts[key] == 0)
+                await asyncio.sleep(0.01)
+
+        sampling = asyncio.create_task(sample_coverage(), name="coverage-sampler")
+        try:
+            for worker_id in (holder, market_owner):
+                processes[worker_id] = await stack.enter_async_context(
+                    running("stream_worker", env_for(worker_id), log_dir, f"{worker_id}-second")
+                )
+            await wait_assigned(api, wanted, WORKERS, timeout)
+            await wait_until(lambda: exactly_once(fake, wanted), timeout=timeout, what="each topic once again")
+        finally:
+            sampling.cancel()
         result.rebalance_settled_s = time.monotonic() - restarted_at
+        result.unserved_in_rebalance = sorted(unserved)
         after = subscribe_frames(fake)
         new = after - before
         final = reported_owners(await cluster(api))
