@@ -59,9 +59,19 @@ class WorkerState(msgspec.Struct, frozen=True, kw_only=True):
     counters: dict[str, int] = msgspec.field(default_factory=dict)
 
 
+class MemberState(msgspec.Struct, frozen=True, kw_only=True):
+    worker_id: str
+    alive: bool
+    lease_age_s: float
+    topic_count: int
+    holds_private: bool
+    healthy: bool | None = None
+
+
 class Status(msgspec.Struct, frozen=True, kw_only=True):
     database: str  # "up" | "down"
     worker: WorkerState
+    members: list[MemberState] = msgspec.field(default_factory=list)  # every worker of the cluster
     topics: list[TopicState]
     topics_truncated: bool = False
 
@@ -140,7 +150,18 @@ async def gather_status(db: Database, stale_after: float) -> Status:
         publisher=_pick(health.publisher, PUBLISHER_FIELDS),
         counters=counters,
     )
-    return Status(database="up", worker=worker, topics=topics, topics_truncated=truncated)
+    members = [
+        MemberState(
+            worker_id=m.worker_id,
+            alive=m.alive,
+            lease_age_s=m.lease_age_s,
+            topic_count=m.topic_count,
+            holds_private=m.holds_private,
+            healthy=m.healthy,
+        )
+        for m in health.members or []
+    ]
+    return Status(database="up", worker=worker, members=members, topics=topics, topics_truncated=truncated)
 
 
 @get("/status.json", include_in_schema=False)
@@ -177,7 +198,8 @@ PAGE = """<!doctype html>
 <h1>ws-gateway <span id="overall" class="badge none">loading</span></h1>
 <div id="meta">Polling /status.json every 3 s.</div>
 <h2>Stream worker</h2><div id="worker"></div>
-<h2>Bybit sockets</h2><table id="sockets"></table>
+<h2>Workers</h2><table id="members"></table>
+<h2>Bybit sockets (freshest worker)</h2><table id="sockets"></table>
 <h2>Topics and subscribers</h2><table id="topics"></table>
 <h2>Publisher</h2><div id="publisher"></div>
 <h2>Drops per cause</h2><table id="drops"></table>
@@ -227,6 +249,13 @@ function render(status) {
   const w = document.getElementById("worker");
   w.replaceChildren(badge(worker.status, worker.status === "unknown" ? null : worker.status === "up"),
     el("span", "heartbeat age " + age(worker.heartbeat_age_s)));
+
+  fill(document.getElementById("members"), ["worker", "lease", "lease age", "topics", "private stream", "sockets"],
+    (status.members || []).map(m => row([
+      el("td", m.worker_id), yesNo(m.alive, "alive", "expired"), el("td", age(m.lease_age_s), "num"),
+      el("td", m.topic_count, "num"), el("td", m.holds_private ? "holder" : "standby", m.holds_private ? "ok" : "none"),
+      yesNo(m.healthy, "up", "down"),
+    ], {"data-worker": m.worker_id, "data-alive": String(m.alive)})));
 
   fill(document.getElementById("sockets"),
     ["socket", "connected", "authenticated", "topics", "failed", "last message", "reconnects"],

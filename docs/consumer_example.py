@@ -8,7 +8,8 @@
 - Drops duplicates by `event_id` (delivery is at least once) with a bounded LRU of the last 100 000 ids.
 - Keeps a local order book per topic from `orderbook` events, checks every delta's `u` follows the last one and
   verifies the `checksum` (README, "Checksum") after every event; a `book_invalid` event, a gap or a mismatch
-  drops that book until the next snapshot.
+  drops that book until the next snapshot. A book event whose `u` is not past the book's is stale and skipped:
+  while a topic moves between gateway workers both may publish it for a moment (README, "Several workers").
 - Acks each message after processing it; an unreadable message is rejected without requeue and logged.
 
 The event contract is described by `GET /asyncapi` on the control API. `EventProcessor` holds all the logic and
@@ -51,6 +52,7 @@ class Outcome(enum.Enum):
     CHECKSUM_MISMATCH = "checksum_mismatch"  # our book disagrees with the gateway's: dropped until a snapshot
     GAP = "gap"  # a delta whose `u` does not follow ours: dropped until a snapshot
     WAITING_FOR_SNAPSHOT = "waiting_for_snapshot"  # a delta for a book we do not have: ignored
+    STALE = "stale"  # a book event at or before our book's `u` (a second worker's copy in a handover): skipped
 
 
 class RecentIds:
@@ -134,6 +136,10 @@ class EventProcessor:
 
     def _apply_book(self, key: tuple[str, str, str], update: BookUpdate) -> Outcome:
         book = self.books.get(key)
+        # u == 1 is Bybit restarting the book: always taken. Otherwise an update that is not past ours is a copy
+        # from the worker a topic is moving away from, already covered by what we applied.
+        if book is not None and update.update_id <= book.update_id and update.update_id != 1:
+            return Outcome.STALE
         if update.type == "snapshot":
             book = self.books[key] = LocalBook(update_id=update.update_id)
         elif book is None:

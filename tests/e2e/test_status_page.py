@@ -94,6 +94,9 @@ async def test_status_json_lists_a_shared_topic_once_with_both_services(
     assert "last_end_reason" not in worker["sockets"]["linear"]  # states only, never texts
     assert set(worker["publisher"]["dropped"]) >= {"market_buffer_full", "connection_lost"}
     assert worker["counters"]["received:linear"] > 0
+    [member] = body["members"]  # the one worker of this cluster, with its lease
+    assert member["alive"] is True
+    assert member["topic_count"] == 1
     assert "/status.json" not in (await api.get("/schema/openapi.json")).text
     await delete_queues(rabbitmq_url, *(service_queue(svc, ChannelType.TRADES) for svc in (svc_a, svc_b)))
 
@@ -120,8 +123,9 @@ def browse_status_page(base_url: str, screenshot: Path) -> tuple[str, str]:
             driver.get(f"{base_url}/")
             topic_row = f'tr[data-topic="{TOPIC}"][data-status="active"]'
             socket_row = 'tr[data-socket="linear"][data-connected="true"]'
+            member_row = 'tr[data-worker][data-alive="true"]'
             WebDriverWait(driver, 30, poll_frequency=0.2).until(
-                lambda d: d.find_elements(By.CSS_SELECTOR, topic_row) and d.find_elements(By.CSS_SELECTOR, socket_row)
+                lambda d: all(d.find_elements(By.CSS_SELECTOR, row) for row in (topic_row, socket_row, member_row))
             )
             topic_text = driver.find_element(By.CSS_SELECTOR, topic_row).text
             socket_text = driver.find_element(By.CSS_SELECTOR, socket_row).text
