@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import random
 import time
 import uuid
 from collections import Counter
@@ -20,7 +19,7 @@ from loguru import logger
 
 from shared.commands import Command, ResyncRequested, SubscriptionsChanged
 from shared.enums import Endpoint, SubscriptionStatus
-from stream_worker.backoff import Backoff
+from stream_worker.account_sync import AccountSync
 from stream_worker.balances import BalanceWriter
 from stream_worker.bybit.events import (
     Authenticated,
@@ -45,7 +44,7 @@ from stream_worker.metrics import PublishTally, serve_metrics, worker_registry
 from stream_worker.normalize import Normalizer, PayloadError
 from stream_worker.persistence import DATABASE_ERRORS, StateWriter, Store
 from stream_worker.publisher import Publisher
-from stream_worker.rest import BybitRest, BybitRestError
+from stream_worker.rest import BybitRest
 from stream_worker.resync import AccountResync
 from stream_worker.settings import WorkerSettings
 
@@ -106,21 +105,23 @@ class Worker:
         for endpoint in PUBLIC_ENDPOINTS:
             self._add_connection(endpoint, None, settings.public_ws_url, connection_settings)
         self.rest: BybitRest | None = None
-        self.resync: AccountResync | None = None
-        self._resync_requested = asyncio.Event()
-        self._last_private_frame_ms: int | None = None
-        self._resync_since_ms: int | None = None
-        self.resync_state: dict[str, Any] = {"runs": 0, "failures": 0, "last_ok_ms": None, "last_error": None}
+        self.account_sync: AccountSync | None = None
         if settings.bybit_api_key is not None and settings.bybit_api_secret is not None:
             credentials = Credentials(settings.bybit_api_key.reveal(), settings.bybit_api_secret.reveal())
             self._add_connection(Endpoint.PRIVATE, credentials, settings.private_ws_url, connection_settings)
             self.rest = BybitRest(settings.rest_url, credentials)
-            self.resync = AccountResync(self.rest)
+            self.account_sync = AccountSync(
+                AccountResync(self.rest),
+                self.connections[Endpoint.PRIVATE].protocol,
+                put_account=publisher.put_account,
+                balances=self.balances,
+                wall=wall,
+                trace_id=self._trace_id,
+            )
         self.commands = CommandListener(
             settings.rabbitmq_url, self.worker_id, self.on_command, on_connected=self.reload
         )
         self.instance_id = uuid.uuid4().hex
-        self._resync_due = False  # a re-sync waits until the private topics are subscribed again
         membership = MembershipStore(
             store.engine,
             worker_id=self.worker_id,
@@ -134,7 +135,7 @@ class Worker:
             can_serve_private=Endpoint.PRIVATE in self.connections,
             on_change=self._on_cluster_change,
             on_private_acquired=self._on_private_acquired,
-            last_private_frame_ms=lambda: self._last_private_frame_ms,
+            last_private_frame_ms=lambda: self.account_sync.last_frame_ms if self.account_sync else None,
         )
 
     def _add_connection(
@@ -176,8 +177,8 @@ class Worker:
                     inputs.create_task(self.commands.run(), name="commands")
                     inputs.create_task(self._heartbeat(), name="heartbeat")
                     inputs.create_task(self._market_timers(), name="market-timers")
-                    if self.resync is not None:
-                        inputs.create_task(self._resync_after_auth(self.resync), name="account-resync")
+                    if self.account_sync is not None:
+                        inputs.create_task(self.account_sync.run(), name="account-resync")
                     for endpoint, connection in self.connections.items():
                         inputs.create_task(connection.run(), name=f"bybit-{endpoint}")
                     if self.settings.metrics_port:
@@ -270,24 +271,8 @@ class Worker:
                 await self._converge()
 
     def _on_private_acquired(self, lease: PrivateLease) -> None:
-        """We took the private stream over: re-sync account state from just before our predecessor's last
-        frame, once our private subscriptions are acknowledged, so nothing pushed meanwhile is missed."""
-        if lease.last_frame_ms is not None:
-            self._last_private_frame_ms = lease.last_frame_ms
-        self._resync_since_ms = lease.last_frame_ms
-        self._resync_due = True
-        self._resync_when_settled()
-
-    def _resync_when_settled(self) -> None:
-        """Ask for the REST re-sync once every wanted private topic has been answered: fetching before the
-        subscriptions are live would leave a window in which a push is neither fetched nor received."""
-        connection = self.connections.get(Endpoint.PRIVATE)
-        if not self._resync_due or connection is None:
-            return
-        protocol = connection.protocol
-        if protocol.authenticated and protocol.wanted and protocol.wanted <= protocol.subscribed | set(protocol.failed):
-            self._resync_due = False
-            self._resync_requested.set()
+        if self.account_sync is not None:
+            self.account_sync.took_over(lease)
 
     async def on_command(self, command: Command) -> None:
         match command:
@@ -364,12 +349,8 @@ class Worker:
     # -- events from the Bybit sockets (the hot path) ------------------------------------------------------
 
     async def on_event(self, endpoint: Endpoint, event: Event) -> None:
-        if endpoint is Endpoint.PRIVATE:
-            if isinstance(event, Authenticated):
-                # The gap to re-sync began after the previous session's last frame (None on first start).
-                self._resync_since_ms = self._last_private_frame_ms
-                self._resync_due = True
-            self._last_private_frame_ms = int(self._wall() * 1000)
+        if endpoint is Endpoint.PRIVATE and self.account_sync is not None:
+            self.account_sync.observe(event)
         match event:
             case Push():
                 await self._on_push(endpoint, event)
@@ -377,14 +358,11 @@ class Worker:
                 self._op_log(endpoint, topic).info("subscribe acked")
                 self.state.set_status(endpoint, topic, SubscriptionStatus.ACTIVE)
                 self._statuses_written[(endpoint, topic)] = frozenset(self.desired.subscription_ids(endpoint, topic))
-                self._resync_when_settled()
             case SubscribeRejected(topic=topic, reason=reason):
                 self._op_log(endpoint, topic).bind(reason=reason).warning("bybit rejected a topic")
                 self.state.set_status(endpoint, topic, SubscriptionStatus.FAILED, reason)
                 self._statuses_written[(endpoint, topic)] = frozenset(self.desired.subscription_ids(endpoint, topic))
-                self._resync_when_settled()
             case Authenticated():
-                # Pushes missed while we were away are not replayed (§9.8): re-sync once resubscribed.
                 logger.bind(endpoint=endpoint.value).info("bybit private stream authenticated")
             case AuthRejected(reason=reason):
                 logger.bind(reason=reason).error(
@@ -421,40 +399,6 @@ class Worker:
             await self.balances.put(wallet)
         self.state.touch(endpoint, push.topic, received_ms)
         self.counters[f"received:{endpoint.value}"] += 1
-
-    # -- account re-sync over REST ---------------------------------------------------------------------------
-
-    async def _resync_after_auth(self, resync: AccountResync) -> None:
-        """After every (re)auth fetch the account state the stream may have missed; retry until it lands."""
-        backoff = Backoff(1.0, 60.0, random.Random())
-        while True:
-            await self._resync_requested.wait()
-            self._resync_requested.clear()
-            since_ms = self._resync_since_ms  # None on first start: Bybit's default window
-            while True:
-                private = self.connections[Endpoint.PRIVATE].protocol
-                try:
-                    result = await resync.run(
-                        sorted(private.wanted),
-                        since_ms=since_ms,
-                        received_ms=int(self._wall() * 1000),
-                        trace_id=self._trace_id(),
-                    )
-                except (BybitRestError, PayloadError) as error:
-                    self.resync_state["failures"] += 1
-                    self.resync_state["last_error"] = str(error)
-                    delay = backoff.next_delay()
-                    logger.bind(error=str(error), retry_in_s=round(delay, 2)).warning("account re-sync failed")
-                    await asyncio.sleep(delay)
-                    continue
-                break
-            backoff.reset()
-            for item in result.events:
-                await self.publisher.put_account(item)
-            for wallet in result.wallets:
-                await self.balances.put(wallet)
-            self.resync_state.update(runs=self.resync_state["runs"] + 1, last_ok_ms=int(self._wall() * 1000))
-            logger.bind(fetched=result.fetched, events=len(result.events)).info("account re-synced over REST")
 
     def _op_log(self, endpoint: Endpoint, topic: str, trace_id: str | None = None) -> Any:
         """A logger for one topic's op: remembers the trace id of the notice that asked for the op, so the
@@ -507,7 +451,7 @@ class Worker:
             "market": {e.value: dict(m.counters) for e, m in self.markets.items() if m.counters},
             "commands_connected": self.commands.connected,
             "state_pending": self.state.pending,
-            "account_resync": self.resync_state if self.resync is not None else None,
+            "account_resync": self.account_sync.state if self.account_sync is not None else None,
             "cluster": self.cluster.health(),
         }
 

@@ -17,7 +17,8 @@ from tests.support.waiting import wait_until
 
 
 def resyncs(worker: Worker) -> int:
-    runs: int = worker.resync_state["runs"]
+    assert worker.account_sync is not None
+    runs: int = worker.account_sync.state["runs"]
     return runs
 
 
