@@ -59,6 +59,7 @@ class Cluster:
         self.failed_renewals = 0
         self.changes = 0  # views that moved topics or the private stream to or from this worker
         self._failing = False
+        self.twins: set[str] = set()  # instance ids of other processes found renewing our worker id
         self._owned: dict[str, list[str]] = {}
         self._reported: dict[str, list[str]] | None = None
 
@@ -135,7 +136,8 @@ class Cluster:
             self.view = view
             return False
         first = not self.ready
-        if view.twin is not None and not first:
+        if view.twin is not None and not first and view.twin not in self.twins:
+            self.twins.add(view.twin)  # logged once per twin: the two overwrite the row on every renewal
             logger.bind(worker_id=self.worker_id).error(
                 "another running worker uses the same WS_GATEWAY_WORKER_ID: give each worker its own"
             )
@@ -183,4 +185,11 @@ class Cluster:
             "renewals": self.renewals,
             "failed_renewals": self.failed_renewals,
             "changes": self.changes,
+            "duplicate_worker_id": bool(self.twins),
         }
+
+    @property
+    def private_served_elsewhere(self) -> bool:
+        """Another live worker holds the private stream (so this one's lack of keys is not the cluster's)."""
+        lease = self.view.private if self.view is not None else None
+        return lease is not None and lease.expires_in_s > 0 and lease.instance_id != self.store.instance_id

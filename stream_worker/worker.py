@@ -336,6 +336,8 @@ class Worker:
                 if self._statuses_written.get((endpoint, topic)) == ids:
                     continue
                 if connection is None:
+                    if self.cluster.private_served_elsewhere:
+                        continue  # a worker with keys serves it: its acks write the status
                     self.state.set_status(endpoint, topic, SubscriptionStatus.FAILED, NO_KEYS)
                 elif topic in connection.protocol.subscribed:
                     self.state.set_status(endpoint, topic, SubscriptionStatus.ACTIVE)

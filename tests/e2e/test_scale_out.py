@@ -107,3 +107,15 @@ async def test_a_worker_that_stops_hands_its_topics_and_the_private_stream_over(
         assert sum(live_subscriptions(fake).values()) == len(WANTED_WITH_PRIVATE)
         assert moving, "the leaving worker owned something to hand over"
     await delete_queues(rabbitmq_url, queue, *(service_queue(svc, c) for c in (ChannelType.TRADES, ChannelType.TICKER)))
+
+
+async def test_two_running_workers_with_one_worker_id_are_reported(
+    api: httpx.AsyncClient, fake: FakeBybit, start_worker: Callable[..., Any]
+) -> None:
+    async with (
+        start_worker(worker_id="twin", **FAST_LEASES) as first,
+        start_worker(worker_id="twin", **FAST_LEASES) as second,
+    ):
+        await wait_until(lambda: first.cluster.twins and second.cluster.twins, timeout=10, what="both see the twin")
+        assert first.cluster.health()["duplicate_worker_id"] is True
+        assert first.cluster.twins == {second.instance_id}
