@@ -28,6 +28,7 @@ from tests.fake_bybit import FakeBybit
 from tests.support import services
 from tests.support.apiserver import api_client
 from tests.support.failover import Round, run_round
+from tests.support.processes import worker_env
 
 BYBIT_KEY, BYBIT_SECRET, API_KEY = "bench-key", "bench-secret", "bench-api-key"
 TIMED = (
@@ -62,18 +63,16 @@ async def one_round(database_url: str, rabbitmq_url: str, log_dir: Path) -> Roun
     ):
 
         def env_for(worker_id: str) -> dict[str, str]:
-            return {
-                "DATABASE_URL": database_url,
-                "RABBITMQ_URL": rabbitmq_url,
-                "BYBIT_WS_URL": fake.url,
-                "BYBIT_REST_URL": fake.url.replace("ws://", "http://"),
-                "BYBIT_API_KEY": BYBIT_KEY,
-                "BYBIT_API_SECRET": BYBIT_SECRET,
-                "WS_GATEWAY_WORKER_ID": worker_id,
-                "WS_GATEWAY_WORKER_METRICS_PORT": "0",
-                "BYBIT_RECONNECT_CAP": "0.5",
-                "LOG_FORMAT": "json",
-            }
+            # Production settings but for the fake's URLs: the lease, renewal and ping defaults are measured.
+            return worker_env(
+                fake.url,
+                database_url,
+                rabbitmq_url,
+                api_key=BYBIT_KEY,
+                api_secret=BYBIT_SECRET,
+                WS_GATEWAY_WORKER_ID=worker_id,
+                WS_GATEWAY_WORKER_METRICS_PORT="0",
+            )
 
         return await run_round(api, fake, rabbitmq_url, env_for, log_dir)
 

@@ -22,6 +22,7 @@ from control_api.db import Database
 from control_api.errors import DatabaseUnavailable
 from control_api.routes.common import Db
 from control_api.routes.health import worker_health
+from shared.api import WorkerMember
 from shared.schema import SubscriptionRow, WorkerHeartbeatRow
 
 MAX_TOPICS = 1000
@@ -59,19 +60,10 @@ class WorkerState(msgspec.Struct, frozen=True, kw_only=True):
     counters: dict[str, int] = msgspec.field(default_factory=dict)
 
 
-class MemberState(msgspec.Struct, frozen=True, kw_only=True):
-    worker_id: str
-    alive: bool
-    lease_age_s: float
-    topic_count: int
-    holds_private: bool
-    healthy: bool | None = None
-
-
 class Status(msgspec.Struct, frozen=True, kw_only=True):
     database: str  # "up" | "down"
     worker: WorkerState
-    members: list[MemberState] = msgspec.field(default_factory=list)  # every worker of the cluster
+    members: list[WorkerMember] = msgspec.field(default_factory=list)  # every worker of the cluster, as in /health
     topics: list[TopicState]
     topics_truncated: bool = False
 
@@ -150,17 +142,7 @@ async def gather_status(db: Database, stale_after: float) -> Status:
         publisher=_pick(health.publisher, PUBLISHER_FIELDS),
         counters=counters,
     )
-    members = [
-        MemberState(
-            worker_id=m.worker_id,
-            alive=m.alive,
-            lease_age_s=m.lease_age_s,
-            topic_count=m.topic_count,
-            holds_private=m.holds_private,
-            healthy=m.healthy,
-        )
-        for m in health.members or []
-    ]
+    members = health.members or []
     return Status(database="up", worker=worker, members=members, topics=topics, topics_truncated=truncated)
 
 

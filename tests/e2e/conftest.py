@@ -26,7 +26,7 @@ from stream_worker.worker import Worker
 from tests.conftest import API_KEY
 from tests.fake_bybit import FakeBybit
 from tests.support.apiserver import api_client
-from tests.support.waiting import wait_until
+from tests.support.queues import consuming_with
 
 BYBIT_KEY, BYBIT_SECRET = "fake-key", "fake-secret"
 FAST_SOCKETS = ConnectionSettings(open_timeout=5, backoff_first=0.05, backoff_cap=0.3, auth_backoff_first=0.3)
@@ -109,23 +109,9 @@ class Inbox:
 @asynccontextmanager
 async def consuming(rabbitmq_url: str, queue_name: str, timeout: float = 15) -> AsyncIterator[Inbox]:
     """Consume a queue the worker declares (waits until it exists)."""
-    connection = await aio_pika.connect(rabbitmq_url)
     inbox = Inbox()
-    try:
-
-        async def queue_exists() -> Any:
-            channel = await connection.channel()
-            try:
-                queue = await channel.declare_queue(queue_name, passive=True)
-            except aio_pika.exceptions.ChannelClosed:
-                return None
-            await queue.consume(inbox.on_message)
-            return queue
-
-        await wait_until(queue_exists, timeout=timeout, interval=0.1, what=f"queue {queue_name}")
+    async with consuming_with(rabbitmq_url, queue_name, inbox.on_message, timeout):
         yield inbox
-    finally:
-        await connection.close()
 
 
 async def delete_queues(rabbitmq_url: str, *names: str) -> None:

@@ -17,6 +17,7 @@ from shared.enums import ChannelType
 from shared.routing import service_queue
 from tests.e2e.conftest import BYBIT_KEY, BYBIT_SECRET, consuming, delete_queues
 from tests.fake_bybit import FakeBybit
+from tests.support import processes
 from tests.support.processes import running
 from tests.support.waiting import wait_until
 
@@ -26,19 +27,16 @@ MARGIN = 5.0  # interpreter exit, closing sockets and connections
 
 
 def worker_env(fake: FakeBybit, database_url: str, rabbitmq_url: str) -> dict[str, str]:
-    return {
-        "DATABASE_URL": database_url,
-        "RABBITMQ_URL": rabbitmq_url,
-        "BYBIT_WS_URL": fake.url,
-        "BYBIT_REST_URL": fake.url.replace("ws://", "http://"),
-        "BYBIT_API_KEY": BYBIT_KEY,
-        "BYBIT_API_SECRET": BYBIT_SECRET,
-        "WS_GATEWAY_WORKER_ID": f"test-{uuid.uuid4().hex[:8]}",
-        "WS_GATEWAY_SHUTDOWN_GRACE": str(GRACE),
-        "BYBIT_PING_INTERVAL": "1",
-        "BYBIT_RECONNECT_CAP": "0.5",
-        "LOG_FORMAT": "json",
-    }
+    return processes.worker_env(
+        fake.url,
+        database_url,
+        rabbitmq_url,
+        api_key=BYBIT_KEY,
+        api_secret=BYBIT_SECRET,
+        WS_GATEWAY_WORKER_ID=f"test-{uuid.uuid4().hex[:8]}",
+        WS_GATEWAY_SHUTDOWN_GRACE=str(GRACE),
+        BYBIT_PING_INTERVAL="1",
+    )
 
 
 def free_port() -> int:

@@ -13,13 +13,12 @@ import asyncio
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import httpx
 from aio_pika.abc import AbstractIncomingMessage
 
@@ -30,6 +29,7 @@ from stream_worker.assignment import owner_of
 from tests.fake_bybit import FakeBybit
 from tests.support.cluster import TopicKey, exactly_once, live_subscriptions, subscribe_frames
 from tests.support.processes import Service, running
+from tests.support.queues import consuming_with
 from tests.support.waiting import wait_until
 
 WORKERS = ("w1", "w2", "w3")
@@ -109,26 +109,6 @@ class Round:
     kept_but_resubscribed: list[TopicKey] = field(default_factory=list)  # the survivor's own, yet subscribed
 
 
-@asynccontextmanager
-async def consumer(rabbitmq_url: str, queue_name: str, arrivals: Arrivals) -> AsyncIterator[None]:
-    connection = await aio_pika.connect(rabbitmq_url)
-    try:
-
-        async def consume() -> bool:
-            channel = await connection.channel()
-            try:
-                queue = await channel.declare_queue(queue_name, passive=True)
-            except aio_pika.exceptions.ChannelClosed:
-                return False
-            await queue.consume(arrivals.on_message)
-            return True
-
-        await wait_until(consume, timeout=30, interval=0.1, what=f"queue {queue_name}")
-        yield
-    finally:
-        await connection.close()
-
-
 async def create(api: httpx.AsyncClient, body: dict[str, Any]) -> None:
     """POST a subscription as a polite client does: waiting out the write rate limit when told to."""
     while True:
@@ -195,8 +175,9 @@ async def run_round(
             processes[worker_id] = await stack.enter_async_context(
                 running("stream_worker", env_for(worker_id), log_dir, f"{worker_id}-first")
             )
-        await stack.enter_async_context(consumer(rabbitmq_url, service_queue(svc, ChannelType.TRADES), trades))
-        await stack.enter_async_context(consumer(rabbitmq_url, service_queue(svc, ChannelType.EXECUTION), executions))
+        for arrivals, channel_type in ((trades, ChannelType.TRADES), (executions, ChannelType.EXECUTION)):
+            queue = service_queue(svc, channel_type)
+            await stack.enter_async_context(consuming_with(rabbitmq_url, queue, arrivals.on_message, timeout=30))
         await wait_until(lambda: exactly_once(fake, wanted), timeout=timeout, what="each topic subscribed once")
         await wait_assigned(api, wanted, WORKERS, timeout)
 

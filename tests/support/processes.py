@@ -41,6 +41,24 @@ class Service:
             raise AssertionError(f"the process did not exit within {timeout} s") from None
 
 
+def worker_env(
+    bybit_url: str, database_url: str, rabbitmq_url: str, *, api_key: str, api_secret: str, **extra: str
+) -> dict[str, str]:
+    """The environment of a worker process on the fake Bybit (`bybit_url` is its ws:// base); `extra` adds or
+    overrides variables."""
+    return {
+        "DATABASE_URL": database_url,
+        "RABBITMQ_URL": rabbitmq_url,
+        "BYBIT_WS_URL": bybit_url,
+        "BYBIT_REST_URL": bybit_url.replace("ws://", "http://"),
+        "BYBIT_API_KEY": api_key,
+        "BYBIT_API_SECRET": api_secret,
+        "BYBIT_RECONNECT_CAP": "0.5",
+        "LOG_FORMAT": "json",
+        **extra,
+    }
+
+
 @asynccontextmanager
 async def running(module: str, env: Mapping[str, str], log_dir: Path, name: str) -> AsyncIterator[Service]:
     """Start `python -m module` with `env` added to ours, logging into the existing `log_dir`; kill it on exit
