@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -15,6 +16,7 @@ from stream_worker.worker import Worker
 from tests.e2e.conftest import consuming, delete_queues
 from tests.fake_bybit import FakeBybit
 from tests.support.cluster import exactly_once, live_subscriptions
+from tests.support.fault_proxy import FaultProxy, Mode
 from tests.support.waiting import wait_until
 
 URL = "/api/v1/subscriptions"
@@ -119,3 +121,39 @@ async def test_two_running_workers_with_one_worker_id_are_reported(
         await wait_until(lambda: first.cluster.twins and second.cluster.twins, timeout=10, what="both see the twin")
         assert first.cluster.health()["duplicate_worker_id"] is True
         assert first.cluster.twins == {second.instance_id}
+
+
+async def test_a_worker_cut_from_postgres_keeps_serving_while_the_other_takes_over_then_they_converge(
+    api: httpx.AsyncClient, fake: FakeBybit, start_worker: Callable[..., Any], database_url: str
+) -> None:
+    svc = f"svc-{uuid.uuid4().hex[:8]}"
+    await subscribe_all(api, svc)
+    parts = urlsplit(database_url)
+    async with FaultProxy(parts.hostname or "127.0.0.1", parts.port or 5432) as proxy:
+        cut_db = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+        async with (
+            start_worker(worker_id="cut", database_url=cut_db, **FAST_LEASES) as cut,
+            start_worker(worker_id="sees", **FAST_LEASES) as sees,
+        ):
+            await wait_until(lambda: settled(fake, cut, sees), timeout=20, what="each topic once across both")
+            kept = cut.cluster.owned(cut.desired.topics())
+            await proxy.set_mode(Mode.REFUSE)
+            # `sees` finds the lease of `cut` expired and serves everything; `cut` cannot renew and, failing
+            # static, keeps what it has: duplicates for a while, never a topic served by nobody.
+            await wait_until(lambda: sees.cluster.assignment.members == {"sees"}, timeout=10, what="cut's expiry")
+            await wait_until(
+                lambda: (
+                    live_subscriptions(fake).keys() == WANTED_WITH_PRIVATE
+                    and all(
+                        topic in sees.connections[e].protocol.subscribed
+                        for e, topics in sees.desired.topics().items()
+                        for topic in topics
+                    )
+                ),
+                timeout=10,
+                what="the other worker serving every topic",
+            )
+            assert cut.cluster.failed_renewals > 0
+            assert cut.cluster.owned(cut.desired.topics()) == kept
+            await proxy.set_mode(Mode.FORWARD)
+            await wait_until(lambda: settled(fake, cut, sees), timeout=20, what="one owner per topic again")
