@@ -16,7 +16,6 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -42,6 +41,7 @@ COUNTED = (
     "orphaned_topics",
     "account_events_pushed",
     "account_events_lost",
+    "resync_failures",
     "rebalance_moved",
     "rebalance_subscribes",
     "max_subscribes_per_topic",
@@ -94,8 +94,9 @@ def main() -> None:
             name = services.unique_name("wsg_failover")
             database_url = services.create_database(name, template=template)
             try:
-                with tempfile.TemporaryDirectory(prefix="failover-") as logs:
-                    result = asyncio.run(one_round(database_url, rabbitmq_url, Path(logs)))
+                logs = args.out / "failover-logs" / f"round-{number}"  # kept: the workers' logs explain outliers
+                logs.mkdir(parents=True, exist_ok=True)
+                result = asyncio.run(one_round(database_url, rabbitmq_url, logs))
             finally:
                 services.drop_database(name)
             rounds.append(result)

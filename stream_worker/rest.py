@@ -58,6 +58,10 @@ def rest_signature(secret: str, timestamp: str, api_key: str, recv_window: str, 
     return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
+# What a request on a keep-alive connection the server closed while it idled looks like in httpx.
+STALE_CONNECTION_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
 class BybitRest:
     def __init__(
         self,
@@ -100,6 +104,16 @@ class BybitRest:
         return ListResult(items=items, server_ms=server_ms)
 
     async def _get(self, path: str, params: Mapping[str, str]) -> _Reply:
+        try:
+            return await self._get_once(path, params)
+        except BybitRestError as error:
+            if not isinstance(error.__cause__, STALE_CONNECTION_ERRORS):
+                raise
+        # A pooled keep-alive connection the server had already closed: the GET never reached it. One
+        # immediate retry on a fresh connection, rather than failing the whole re-sync into its backoff.
+        return await self._get_once(path, params)
+
+    async def _get_once(self, path: str, params: Mapping[str, str]) -> _Reply:
         query = urlencode(params)
         timestamp = str(int(self._wall() * 1000))
         headers = {

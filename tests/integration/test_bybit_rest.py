@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from shared.enums import Category, ChannelType
@@ -70,3 +71,38 @@ def test_resync_fetches_only_what_the_wanted_private_topics_cover() -> None:
         ChannelType.POSITION: {Category.LINEAR, Category.INVERSE, Category.OPTION}  # no spot positions
     }
     assert wanted_categories(["execution.fast"]) == {}
+
+
+def closing_once(failures: int) -> tuple[httpx.MockTransport, list[int]]:
+    """A transport whose first `failures` requests hit a keep-alive connection the server already closed."""
+    calls: list[int] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if len(calls) <= failures:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
+        return httpx.Response(200, json={"retCode": 0, "retMsg": "OK", "result": {"list": []}, "time": 1})
+
+    return httpx.MockTransport(handle), calls
+
+
+async def test_a_request_on_a_connection_the_server_closed_is_retried_once_at_once() -> None:
+    transport, calls = closing_once(1)
+    rest = BybitRest("http://bybit.invalid", Credentials("key", "secret"), transport=transport)
+    try:
+        result = await rest.get_list("/v5/position/list", {"category": "linear", "settleCoin": "USDT"})
+    finally:
+        await rest.close()
+    assert result.items == []
+    assert len(calls) == 2
+
+
+async def test_a_second_stale_connection_in_a_row_is_an_error_for_the_resync_backoff() -> None:
+    transport, calls = closing_once(2)
+    rest = BybitRest("http://bybit.invalid", Credentials("key", "secret"), transport=transport)
+    try:
+        with pytest.raises(BybitRestError, match="RemoteProtocolError"):
+            await rest.get_list("/v5/position/list", {"category": "linear", "settleCoin": "USDT"})
+    finally:
+        await rest.close()
+    assert len(calls) == 2

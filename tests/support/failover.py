@@ -97,6 +97,7 @@ class Round:
     account_events_s: float = 0.0  # kill -> the consumer has the first execution pushed after the kill
     account_events_pushed: int = 0
     account_events_lost: int = 0
+    resync_failures: int = 0  # REST re-sync attempts that failed and were retried, from the workers' logs
     orphaned_topics: int = 0
     rebalance_settled_s: float = 0.0  # restart -> the assignment is the three-member one again
     rebalance_subscribes: int = 0  # subscribe frames the rebalance sent
@@ -266,4 +267,10 @@ async def run_round(
             service.terminate()
         for service in processes.values():
             await service.wait(30)
+    result.resync_failures = count_in_logs(log_dir, "account re-sync failed")
     return result
+
+
+def count_in_logs(log_dir: Path, text: str) -> int:
+    """How often `text` occurs in the workers' logs (stderr files) of a round: a handful of small files."""
+    return sum(path.read_text(errors="replace").count(text) for path in log_dir.glob("*.stderr"))
