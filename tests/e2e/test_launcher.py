@@ -53,6 +53,13 @@ def test_launcher_migrates_serves_and_stops_on_sigterm(database_url: str, rabbit
     try:
         health = wait_for_health(f"http://127.0.0.1:{port}/health", launcher)
         assert health.json()["database"]["status"] == "up"
+        # The worker's first heartbeat: its loop runs and handles SIGTERM. Signalled earlier, while it is
+        # still importing, it would die by the signal (exit 143) before it had anything to drain.
+        deadline = time.monotonic() + 60
+        while health.json()["worker"].get("worker_id") is None:
+            assert time.monotonic() < deadline, "the worker never reported a heartbeat"
+            time.sleep(0.2)
+            health = wait_for_health(f"http://127.0.0.1:{port}/health", launcher)
         launcher.send_signal(signal.SIGTERM)
         assert launcher.wait(timeout=30) == 0
     finally:
