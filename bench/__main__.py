@@ -30,6 +30,7 @@ from bench.pipeline import (
     run_batched_ceiling,
     run_confirm_ceiling,
     run_cryptofeed_e2e,
+    run_latency_ceiling,
     run_ours_e2e,
     run_publish_ceiling,
     running_publisher,
@@ -210,9 +211,11 @@ async def broker_round(
     if "latency" in only:
         log(f"latency, repeat {of}")
         for rate in plan.latency_rates:
-            trades = int(rate * plan.latency_seconds)
-            work = run_ours_e2e(broker, base, trades, rate=rate, max_seconds=plan.latency_seconds + 30, uvloop=uvloop)
+            trades, limit = int(rate * plan.latency_seconds), plan.latency_seconds + 30
+            work = run_ours_e2e(broker, base, trades, rate=rate, max_seconds=limit, uvloop=uvloop)
             await attempt(f"latency.ours_{rate // 1000}k", work)
+            ceiling = run_latency_ceiling(broker, trades, rate=rate, max_seconds=limit, uvloop=uvloop)
+            await attempt(f"latency.ceiling_{rate // 1000}k", ceiling)
     if "sustained" in only:
         log(f"sustained (fixed offered rates), repeat {of}")
         best = 0.0
@@ -344,7 +347,7 @@ def main() -> None:
         log("profiling (py-spy): ingest, then end to end")
         with firehose(uvloop) as base, vhost() as name:
             results["profile"] = {
-                target: record(target, base, f"{RABBIT}/{name}", plan.ingest_seconds * 3, args.out)
+                target: record(target, base, f"{RABBIT}/{name}", max(5.0, plan.ingest_seconds * 3), args.out)
                 for target in ("ingest", "e2e")
             }
     args.out.mkdir(parents=True, exist_ok=True)

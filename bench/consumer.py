@@ -45,6 +45,8 @@ class _Ours(msgspec.Struct):
 
     event_id: str
     payload: _Trade
+    received_ts: int = 0
+    published_ts: int = 0
 
 
 class _Cryptofeed(msgspec.Struct):
@@ -66,6 +68,7 @@ class Counter:
         self.expect = expect
         self.seen: set[str] = set()
         self.latencies: list[int] = []
+        self.hops: list[tuple[int, int, int]] = []  # µs: firehose → worker, in the worker, worker → consumer
         self.duplicates = 0
         self.first = self.last = 0.0
         self.done = asyncio.Event()
@@ -77,6 +80,9 @@ class Counter:
         item = self.decode(body)
         if isinstance(item, _Ours):
             trade_id, sent_us = item.event_id, item.payload.bt
+            if sent_us and item.published_ts:
+                received, published = item.received_ts * 1000, item.published_ts * 1000
+                self.hops.append((received - sent_us, published - received, received_us - published))
         else:
             trade_id, sent_us = item.id, item.raw.bt if item.raw else 0
         if trade_id in self.seen:
@@ -179,6 +185,11 @@ async def consume(url: str, queue: str, expect: int, idle: float, max_seconds: f
         reading.cancel()
         writer.close()
     latencies = sorted(counter.latencies)
+    hops = {}
+    for index, name in enumerate(("to_worker", "in_worker", "to_consumer")):
+        # The envelope's times are whole milliseconds: each hop is ±1 ms; their tails still say where time goes.
+        values = sorted(hop[index] for hop in counter.hops)
+        hops[name] = {"p50": percentile(values, 0.5) / 1000, "p99": percentile(values, 0.99) / 1000}
     elapsed = counter.last - counter.first
     distinct = len(counter.seen)
     return {
@@ -194,6 +205,7 @@ async def consume(url: str, queue: str, expect: int, idle: float, max_seconds: f
             "p99": percentile(latencies, 0.99),
             "max": float(latencies[-1]) if latencies else float("nan"),
         },
+        "hops_ms": hops,
     }
 
 

@@ -13,6 +13,8 @@ bytes ours publishes for a firehose trade:
 - `ceiling.publish_confirms`: aiormq with publisher confirms, 1,000 publishes gathered per window.
 - `ceiling.publish_batched`: our frame encoder writing batches of 256 pre-encoded publishes, no confirms: what
   the broker takes when the client costs next to nothing, i.e. the broker's own ceiling on this machine.
+- `latency.ceiling_<rate>`: aiormq publishing stamped envelopes at a fixed rate to the same consumer: the
+  broker hop's own latency, which ours cannot go below.
 Also cryptofeed's Bybit feed with its RabbitMQ backend on the same firehose (`run_cryptofeed_e2e`).
 """
 
@@ -271,6 +273,34 @@ async def run_confirm_ceiling(broker: Broker, count: int) -> dict[str, object]:
         elapsed = time.perf_counter() - started
     await purge(broker.url, broker.account_queue)
     return {"trades_per_s": count / elapsed, "messages": count}
+
+
+async def run_latency_ceiling(
+    broker: Broker, trades: int, *, rate: int, per_frame: int = 10, max_seconds: float, uvloop: bool
+) -> dict[str, object]:
+    """The broker's own latency at a fixed rate: aiormq publishes `per_frame` small envelopes (stamped `bt`
+    now, unique ids) every `per_frame / rate` s, straight into the market queue, to the same consumer. What
+    ours adds is its latency minus this."""
+    await purge(broker.url, broker.market_queue)
+    consumer = await start_consumer(
+        broker.url, broker.market_queue, trades, idle=3.0, max_seconds=max_seconds, uvloop=uvloop
+    )
+    encode, properties, run = msgspec.json.encode, _properties(1), uuid.uuid4().hex[:8]
+    loop = asyncio.get_running_loop()
+    async with aiormq.connect(broker.url) as connection:
+        channel = await connection.channel(publisher_confirms=False)
+        started, interval = loop.time(), per_frame / rate
+        for frame in range(trades // per_frame):
+            delay = started + frame * interval - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now_us = time.time_ns() // 1000
+            for n in range(frame * per_frame, (frame + 1) * per_frame):
+                body = encode({"event_id": f"{run}-{n}", "payload": {"i": str(n), "bt": now_us}})
+                await channel.basic_publish(
+                    body, exchange=EVENTS_EXCHANGE, routing_key=MARKET_KEY, properties=properties, wait=False
+                )
+        return await consumer_result(consumer, max_seconds + 30)
 
 
 # -- cryptofeed + its RabbitMQ backend ----------------------------------------------------------------------
