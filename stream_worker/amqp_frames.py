@@ -21,7 +21,12 @@ _PUBLISH = 40
 # timestamp.
 _FLAGS = (1 << 15) | (1 << 13) | (1 << 12) | (1 << 7) | (1 << 6)
 _FRAME_HEAD = struct.Struct(">BHI")  # type, channel, payload size
-_HEADER_FIXED = struct.Struct(">HHQH")  # class id, weight, body size, property flags
+# A content header frame's head and fixed part: type, channel, size; class id, weight, body size, flags.
+_HEADER_HEAD = struct.Struct(">BHIHHQH")
+_HEADER_FIXED_SIZE = 14  # class id, weight, body size, flags
+_MODE_AND_ID_LENGTH = struct.Struct(">BB")  # delivery mode, then message-id's short-string length
+# The header's last property (timestamp), its frame end, and the head of the body frame that follows.
+_TAIL = struct.Struct(">QBBHI")
 _TRACE_KEY = b"\x08trace_id" + b"S"  # a table entry: short-string name, then type S (long string)
 _BODY_OVERHEAD = _FRAME_HEAD.size + len(_FRAME_END)
 
@@ -48,36 +53,39 @@ class PublishFrames:
         self._content_type = _short(content_type, "the content type")
         self._max_body = frame_max - _BODY_OVERHEAD  # body bytes per frame, as aiormq splits them
         self._methods: dict[str, bytes] = {}
+        # Properties of fixed size beside the table and the message id: the content type, delivery mode,
+        # the message id's length byte and the timestamp.
+        self._properties_size = len(self._content_type) + 1 + 1 + 8
+        self._trace_id: str | None = None
+        self._trace_table = b""  # the headers table (with its length) of `_trace_id`
 
     def encode(
         self, routing_key: str, body: bytes, *, message_id: str, trace_id: str, timestamp: int, delivery_mode: int
     ) -> bytes:
         """The three (or more, for a large body) frames of one publish, ready for the socket."""
         method = self._methods.get(routing_key) or self._method(routing_key)
-        trace = trace_id.encode()
-        table = _TRACE_KEY + len(trace).to_bytes(4, "big") + trace
-        properties = b"".join(
-            (
-                self._content_type,
-                len(table).to_bytes(4, "big"),
-                table,
-                bytes((delivery_mode,)),
-                _short(message_id, "message_id"),
-                timestamp.to_bytes(8, "big"),
-            )
-        )
-        size = len(body)
-        header = _HEADER_FIXED.pack(_BASIC, 0, size, _FLAGS) + properties
-        channel = self._channel
-        parts = [method, _FRAME_HEAD.pack(_HEADER, channel, len(header)), header, _FRAME_END]
+        if trace_id != self._trace_id:  # every event of a push shares its trace id: encode it once
+            trace = trace_id.encode()
+            table = _TRACE_KEY + len(trace).to_bytes(4, "big") + trace
+            self._trace_id, self._trace_table = trace_id, len(table).to_bytes(4, "big") + table
+        message = message_id.encode()
+        if len(message) > 255:
+            raise FrameError(f"message_id is {len(message)} bytes; an AMQP short string holds at most 255")
+        size, channel = len(body), self._channel
+        header_size = _HEADER_FIXED_SIZE + self._properties_size + len(self._trace_table) + len(message)
+        head = _HEADER_HEAD.pack(_HEADER, channel, header_size, _BASIC, 0, size, _FLAGS)
+        mode_and_length = _MODE_AND_ID_LENGTH.pack(delivery_mode, len(message))
+        if 0 < size <= self._max_body:
+            tail = _TAIL.pack(timestamp, _FRAME_END[0], _BODY, channel, size)
+            parts = (method, head, self._content_type, self._trace_table, mode_and_length, message, tail, body)
+            return b"".join((*parts, _FRAME_END))
+        frames = [method, head, self._content_type, self._trace_table, mode_and_length, message]
+        frames += (timestamp.to_bytes(8, "big"), _FRAME_END)
         limit = self._max_body
-        if 0 < size <= limit:
-            parts += (_FRAME_HEAD.pack(_BODY, channel, size), body, _FRAME_END)
-        else:
-            for start in range(0, size, limit):  # a large book snapshot: rare enough to copy the slices
-                chunk = body[start : start + limit]
-                parts += (_FRAME_HEAD.pack(_BODY, channel, len(chunk)), chunk, _FRAME_END)
-        return b"".join(parts)
+        for start in range(0, size, limit):  # a large book snapshot: rare enough to copy the slices
+            chunk = body[start : start + limit]
+            frames += (_FRAME_HEAD.pack(_BODY, channel, len(chunk)), chunk, _FRAME_END)
+        return b"".join(frames)
 
     def _method(self, routing_key: str) -> bytes:
         arguments = b"".join(

@@ -78,7 +78,7 @@ def test_publish_bytes_equal_pamqp(
     assert ours == expected
 
 
-@pytest.mark.parametrize("size", [1, 4087, 4088, 4089, 8176, 10_000])
+@pytest.mark.parametrize("size", [0, 1, 4087, 4088, 4089, 8176, 10_000])
 def test_large_body_splits_into_frames_like_aiormq(size: int) -> None:
     frame_max = 4096  # 4,088 body bytes per frame
     body = bytes(range(256)) * (size // 256) + bytes(size % 256)
@@ -87,14 +87,19 @@ def test_large_body_splits_into_frames_like_aiormq(size: int) -> None:
     assert ours == pamqp_publish(3, "order.linear", body, frame_max=frame_max, **arguments)  # type: ignore[arg-type]
 
 
-def test_cached_method_frame_is_reused_for_the_next_publish_of_that_key() -> None:
+def test_cached_method_frames_and_trace_tables_never_leak_into_the_next_publish() -> None:
     frames = PublishFrames(1, EXCHANGE, CONTENT_TYPE, FRAME_MAX)
-    arguments = {"message_id": "a", "trace_id": "t", "timestamp": 1, "delivery_mode": 1}
-    first = frames.encode("trades.linear.BTCUSDT", b"{}", **arguments)  # type: ignore[arg-type]
-    second = frames.encode("trades.linear.BTCUSDT", b"{}", **arguments)  # type: ignore[arg-type]
-    other = frames.encode("trades.linear.ETHUSDT", b"{}", **arguments)  # type: ignore[arg-type]
-    assert first == second == pamqp_publish(1, "trades.linear.BTCUSDT", b"{}", **arguments)  # type: ignore[arg-type]
-    assert other == pamqp_publish(1, "trades.linear.ETHUSDT", b"{}", **arguments)  # type: ignore[arg-type]
+    sequence = [
+        ("trades.linear.BTCUSDT", "trace-a"),
+        ("trades.linear.BTCUSDT", "trace-a"),
+        ("trades.linear.ETHUSDT", "trace-a"),
+        ("trades.linear.ETHUSDT", "trace-é-longer"),
+        ("trades.linear.BTCUSDT", "trace-a"),
+    ]
+    for n, (key, trace_id) in enumerate(sequence):
+        arguments = {"message_id": f"id-{n}", "trace_id": trace_id, "timestamp": n, "delivery_mode": 1 + n % 2}
+        ours = frames.encode(key, b'{"n":%d}' % n, **arguments)  # type: ignore[arg-type]
+        assert ours == pamqp_publish(1, key, b'{"n":%d}' % n, **arguments)  # type: ignore[arg-type]
 
 
 def test_message_id_longer_than_a_short_string_is_refused() -> None:
