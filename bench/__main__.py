@@ -242,12 +242,14 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]
             entry["lost"] = [r["lost"] for r in results]
             entry["expected"] = results[0]["expected"]
             entry["dropped_by_publisher"] = [r.get("dropped_by_publisher", 0) for r in results]
+        if "cpu_us_per_trade" in results[0]:
+            entry["cpu_us_per_trade"] = spread([r["cpu_us_per_trade"] for r in results])
         if "latency_us" in results[0]:
             for key in ("p50", "p99", "max"):
                 entry[f"latency_ms_{key}"] = spread([r["latency_us"][key] / 1000 for r in results])
         if "rss_growth" in results[0]:
             for key in ("rss_start_mb", "rss_warm_mb", "rss_end_mb", "rss_growth", "rss_growth_from_start",
-                        "rss_growth_mb_per_min", "dropped"):  # fmt: skip
+                        "rss_growth_mb_per_min", "dropped", "cpu_share", "cpu_us_per_msg"):  # fmt: skip
                 entry[key] = spread([r[key] for r in results])
             entry["topics"], entry["seconds"] = results[0]["topics"], results[0]["seconds"]
         summary[name] = entry

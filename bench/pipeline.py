@@ -192,6 +192,7 @@ async def run_ours_e2e(
     worker = bench_worker(base, broker.publisher)
     if account:
         worker.normalizers[Endpoint.LINEAR] = AsAccount(worker.normalizers[Endpoint.LINEAR])
+    cpu = time.process_time()
     reading = asyncio.create_task(one_session(our_connection(worker)), name="ours-e2e")
     try:
         result = await consumer_result(consumer, max_seconds + 30)
@@ -199,6 +200,8 @@ async def run_ours_e2e(
         reading.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reading
+    # This process is the worker (socket, normalize, publish): its CPU per trade read is what a worker costs.
+    result["cpu_us_per_trade"] = (time.process_time() - cpu) / trades * 1e6
     after = broker.publisher.stats
     result["dropped_by_publisher"] = sum(after.dropped.values()) - sum(before.dropped.values())
     kind = "account" if account else "market"

@@ -22,6 +22,10 @@ def print_table(results: dict[str, Any]) -> None:
             notes = f"lost {entry['lost']} of {entry['expected']:,} (publisher dropped {entry['dropped_by_publisher']})"
         print(f"| {name:<30} | {entry['min']:>10,.0f} | {entry['median']:>10,.0f} | {entry['max']:>10,.0f} "
               f"| {unit(name):<8} | {notes}")  # fmt: skip
+        cpu = entry.get("cpu_us_per_trade")
+        if cpu:
+            label = "  worker CPU per trade"
+            print(f"| {label:<30} | {cpu['min']:>10.2f} | {cpu['median']:>10.2f} | {cpu['max']:>10.2f} | µs       |")
         for key in ("p50", "p99", "max"):
             latency = entry.get(f"latency_ms_{key}")
             if latency:
@@ -36,6 +40,8 @@ def print_table(results: dict[str, Any]) -> None:
             ("rss_growth_from_start", "RSS growth (start → end)", "{:>+10.2%}"),
             ("rss_growth_mb_per_min", "RSS growth, MB/min", "{:>10.3f}"),
             ("dropped", "events dropped", "{:>10,.0f}"),
+            ("cpu_share", "worker CPU, share of a core", "{:>10.1%}"),
+            ("cpu_us_per_msg", "worker CPU µs per message", "{:>10.1f}"),
         ):
             values = entry.get(key)
             if values:

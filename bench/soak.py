@@ -5,7 +5,8 @@ The worker runs in a process of its own (`python -m bench.soak ...`), so its RSS
 mode, and a real `Publisher` into RabbitMQ with one service's queues bound for every trade, book and ticker
 (`#` keys; market queues capped at 20,000 messages so the broker's memory stays bounded without a consumer).
 Topics are split evenly over the three categories, as books (`orderbook.50`), tickers and trades of
-made-up symbols. Once a second the process prints its RSS and counters as a JSON line; `run_soak` reads them.
+made-up symbols. Once a second the process prints its RSS, CPU time and counters as a JSON line; `run_soak`
+reads them. CPU time per message received is what the Scale section of BENCHMARKS.md builds on.
 
 Growth is measured from the end of a warm-up (a tenth of the run, at least 5 s: allocator pools, the books'
 levels and the routing caches fill first) to the end, and also from the first sample, both reported.
@@ -74,6 +75,7 @@ async def soak_worker(firehose: str, rabbitmq: str, seconds: float, total: int, 
                 sample = {
                     "t": round(time.monotonic() - started, 3),
                     "rss": rss_bytes(),
+                    "cpu": round(time.process_time(), 3),
                     "received": received,
                     "published": stats.published["market"],
                     "dropped": sum(stats.dropped.values()),
@@ -99,12 +101,15 @@ def summarize(samples: list[dict[str, Any]], seconds: float, topics: int, rate: 
     span = last["t"] - first["t"]
     received = last["received"] - first["received"]
     growth = (last["rss"] - warm["rss"]) / warm["rss"]
+    cpu = (last["cpu"] - first["cpu"]) / span if span > 0 else 0.0
     minutes = max(1e-9, (last["t"] - warm["t"]) / 60)
     return {
         "trades_per_s": received / span if span > 0 else 0.0,  # Bybit messages/s received (all kinds)
         "topics": topics,
         "offered_msgs_per_s": rate,
         "seconds": span,
+        "cpu_share": cpu,  # of one core, for everything the worker did (it is one thread)
+        "cpu_us_per_msg": cpu / (received / span) * 1e6 if received else 0.0,
         "rss_start_mb": first["rss"] / 2**20,
         "rss_warm_mb": warm["rss"] / 2**20,
         "rss_end_mb": last["rss"] / 2**20,
