@@ -249,7 +249,7 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]
                 entry[f"latency_ms_{key}"] = spread([r["latency_us"][key] / 1000 for r in results])
         if "rss_growth" in results[0]:
             for key in ("rss_start_mb", "rss_warm_mb", "rss_end_mb", "rss_growth", "rss_growth_from_start",
-                        "rss_growth_mb_per_min", "dropped", "cpu_share", "cpu_us_per_msg"):  # fmt: skip
+                        "rss_growth_mb_per_min", "dropped", "max_buffered", "cpu_share", "cpu_us_per_msg"):  # fmt: skip
                 entry[key] = spread([r[key] for r in results])
             entry["topics"], entry["seconds"] = results[0]["topics"], results[0]["seconds"]
         summary[name] = entry

@@ -40,6 +40,7 @@ def print_table(results: dict[str, Any]) -> None:
             ("rss_growth_from_start", "RSS growth (start → end)", "{:>+10.2%}"),
             ("rss_growth_mb_per_min", "RSS growth, MB/min", "{:>10.3f}"),
             ("dropped", "events dropped", "{:>10,.0f}"),
+            ("max_buffered", "most events buffered", "{:>10,.0f}"),
             ("cpu_share", "worker CPU, share of a core", "{:>10.1%}"),
             ("cpu_us_per_msg", "worker CPU µs per message", "{:>10.1f}"),
         ):

@@ -79,6 +79,7 @@ async def soak_worker(firehose: str, rabbitmq: str, seconds: float, total: int, 
                     "received": received,
                     "published": stats.published["market"],
                     "dropped": sum(stats.dropped.values()),
+                    "buffered": stats.market_depth,  # a slow broker fills the 10,000-event buffer: RSS, not a leak
                     "subscribed": sum(len(c.protocol.subscribed) for c in worker.connections.values()),
                     "connected": sum(1 for endpoint in CATEGORIES if worker.connections[endpoint].connected),
                 }
@@ -119,6 +120,7 @@ def summarize(samples: list[dict[str, Any]], seconds: float, topics: int, rate: 
         "subscribed": last["subscribed"],
         "published": last["published"] - first["published"],
         "dropped": last["dropped"],
+        "max_buffered": max(s["buffered"] for s in streaming),
     }
 
 
