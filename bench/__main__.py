@@ -72,7 +72,8 @@ QUICK = Plan(
     account_trades=20_000,
     cryptofeed_trades=6_000,
     cryptofeed_seconds=10.0,
-    latency_seconds=5.0,
+    latency_seconds=4.0,
+    sustained_rates=(15_000, 25_000, 40_000),
     sustained_seconds=3.0,
     soak_seconds=30.0,
     book_deltas=5_000,
@@ -100,8 +101,11 @@ def firehose(uvloop: bool) -> Iterator[str]:
             process.kill()
 
 
+_STARTED = time.monotonic()
+
+
 def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    print(f"[{time.monotonic() - _STARTED:5.0f} s] {text}", file=sys.stderr, flush=True)
 
 
 # -- scenarios ----------------------------------------------------------------------------------------------
