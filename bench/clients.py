@@ -27,6 +27,7 @@ from shared.enums import Endpoint
 from stream_worker.connection import Connection, ConnectionSettings
 from stream_worker.outgoing import Outgoing
 from stream_worker.persistence import Store, create_engine
+from stream_worker.publisher import MARKET_BATCH
 from stream_worker.settings import WorkerSettings
 from stream_worker.worker import Worker
 
@@ -98,7 +99,9 @@ _FRAME = msgspec.json.Decoder(_Frame)
 
 async def run_ceiling(url: str, meter: Meter, *, compression: bool) -> None:
     decode = _FRAME.decode
-    async with connect(url, compression="deflate" if compression else None, ping_interval=None) as socket:
+    # The firehose is mid-send when we stop reading: a short close timeout keeps the bench from idling 10 s.
+    deflate = "deflate" if compression else None
+    async with connect(url, compression=deflate, ping_interval=None, close_timeout=0.5) as socket:
         await socket.send(SUBSCRIBE)
         async for message in socket:
             frame = decode(message)
@@ -112,8 +115,12 @@ async def run_ceiling(url: str, meter: Meter, *, compression: bool) -> None:
 
 
 class CountingSink:
-    """Stands in for the publisher: keeps the last events (bounded, like its deque) and counts them; every
-    `per_frame` events make one `Meter` hit, so the meter costs about what it costs the other clients."""
+    """Stands in for the publisher: queues the events in a deque as `offer_market` does and counts them.
+
+    The publisher's pump takes its batches of `MARKET_BATCH` from the head as they come; the sink lets
+    go of each batch the same way (a deque kept at 10,000 instead would free every event cache-cold, a cost
+    the publisher only pays while it is dropping). Every `per_frame` events make one `Meter` hit, so the
+    meter costs about what it costs the other clients."""
 
     def __init__(self, meter: Meter | None = None, per_frame: int = 10) -> None:
         self.market: collections.deque[Outgoing] = collections.deque(maxlen=10_000)
@@ -123,7 +130,10 @@ class CountingSink:
         self._per_frame = per_frame
 
     def offer_market(self, item: Outgoing) -> None:
-        self.market.append(item)
+        market = self.market
+        market.append(item)
+        if len(market) >= MARKET_BATCH:
+            market.clear()
         self.offered += 1
         if self._meter is not None and self.offered % self._per_frame == 0:
             self._meter.hit(self._per_frame)
@@ -138,7 +148,7 @@ def bench_worker(public_base: str, publisher: object, *, compression: bool = Fal
     settings = WorkerSettings(public_ws_url=public_base, metrics_port=0, compression=compression)
     store = Store(create_engine(settings.database_url, timeout=5.0), timeout=5.0)  # lazy: never connects
     # The firehose closes after its frames: a reconnect must not start a second stream inside a measurement.
-    connection_settings = ConnectionSettings(compression=compression, backoff_first=5.0)
+    connection_settings = ConnectionSettings(compression=compression, backoff_first=5.0, close_timeout=0.5)
     return Worker(settings, store=store, publisher=publisher, connection_settings=connection_settings)
 
 
