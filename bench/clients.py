@@ -2,8 +2,8 @@
 
 - `ceiling`: the least any Python client must do: `websockets` recv + `msgspec.json.decode` into a small typed
   struct, nothing else (optionally with permessage-deflate, to show its cost).
-- `ours`: the worker's pieces as `Worker._on_push` wires them for trades: `Connection` + `BybitProtocol` +
-  `Normalizer`, every `Outgoing` handed to a counting sink with the publisher's `offer_market` signature.
+- `ours`: the production `Worker` (its `on_event` → `_on_push` → `Normalizer`) on its own `Connection` +
+  `BybitProtocol`, every `Outgoing` handed to a counting sink with the publisher's `offer_market` signature.
 - `pybit`: Bybit's SDK `unified_trading.WebSocket` (websocket-client thread), no-op callback.
 - `cryptofeed`: its `Bybit` feed (v5 linear), no-op trade callback, driven the way its `ConnectionHandler` does.
 
@@ -15,10 +15,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import itertools
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -26,11 +24,12 @@ import msgspec
 from websockets.asyncio.client import connect
 
 from shared.enums import Endpoint
-from stream_worker.bybit.events import Event, Push
-from stream_worker.bybit.protocol import BybitProtocol
 from stream_worker.connection import Connection, ConnectionSettings
-from stream_worker.normalize import Normalizer, PayloadError
 from stream_worker.outgoing import Outgoing
+from stream_worker.persistence import Store, create_engine
+from stream_worker.publisher import MARKET_BATCH
+from stream_worker.settings import WorkerSettings
+from stream_worker.worker import Worker
 
 TOPIC = "publicTrade.BTCUSDT"
 SUBSCRIBE = '{"op":"subscribe","req_id":"bench","args":["publicTrade.BTCUSDT"]}'
@@ -100,7 +99,9 @@ _FRAME = msgspec.json.Decoder(_Frame)
 
 async def run_ceiling(url: str, meter: Meter, *, compression: bool) -> None:
     decode = _FRAME.decode
-    async with connect(url, compression="deflate" if compression else None, ping_interval=None) as socket:
+    # The firehose is mid-send when we stop reading: a short close timeout keeps the bench from idling 10 s.
+    deflate = "deflate" if compression else None
+    async with connect(url, compression=deflate, ping_interval=None, close_timeout=0.5) as socket:
         await socket.send(SUBSCRIBE)
         async for message in socket:
             frame = decode(message)
@@ -114,63 +115,58 @@ async def run_ceiling(url: str, meter: Meter, *, compression: bool) -> None:
 
 
 class CountingSink:
-    """Stands in for the publisher: `offer_market` keeps the last events (bounded, like its deque)."""
+    """Stands in for the publisher: queues the events in a deque as `offer_market` does and counts them.
 
-    def __init__(self) -> None:
+    The publisher's pump takes its batches of `MARKET_BATCH` from the head as they come; the sink lets
+    go of each batch the same way (a deque kept at 10,000 instead would free every event cache-cold, a cost
+    the publisher only pays while it is dropping). Every `per_frame` events make one `Meter` hit, so the
+    meter costs about what it costs the other clients."""
+
+    def __init__(self, meter: Meter | None = None, per_frame: int = 10) -> None:
         self.market: collections.deque[Outgoing] = collections.deque(maxlen=10_000)
         self.offered = 0
+        self.on_handed_over: object = None  # the worker sets its metrics hook here, as on a Publisher
+        self._meter = meter
+        self._per_frame = per_frame
 
     def offer_market(self, item: Outgoing) -> None:
-        self.market.append(item)
+        market = self.market
+        market.append(item)
+        if len(market) >= MARKET_BATCH:
+            market.clear()
         self.offered += 1
+        if self._meter is not None and self.offered % self._per_frame == 0:
+            self._meter.hit(self._per_frame)
 
     async def put_account(self, item: Outgoing) -> None:
         self.offer_market(item)
 
 
-def push_handler(
-    sink: CountingSink | object, meter: Meter | None, wall: Callable[[], float] = time.time
-) -> Callable[[Endpoint, Event], Awaitable[None]]:
-    """`Worker.on_event` + `Worker._on_push` for trades: wall-clock stamp, trace id, normalize, offer."""
-    normalizer = Normalizer(Endpoint.LINEAR)
-    trace_ids = itertools.count()
-    counters: collections.Counter[str] = collections.Counter()
-    offer = sink.offer_market  # type: ignore[attr-defined]
-    put = sink.put_account  # type: ignore[attr-defined]
-
-    async def on_event(endpoint: Endpoint, event: Event) -> None:
-        match event:
-            case Push():
-                received_ms = int(wall() * 1000)
-                trace_id = f"bench-{next(trace_ids)}"
-                try:
-                    normalized = normalizer.normalize(event, received_ms=received_ms, trace_id=trace_id)
-                except PayloadError as error:
-                    counters[f"payload:{error.kind}"] += 1
-                    return
-                for item in normalized.events:
-                    if item.account:
-                        await put(item)
-                    else:
-                        offer(item)
-                counters[f"received:{endpoint.value}"] += 1
-                if meter is not None:
-                    meter.hit(len(normalized.events))
-            case _:
-                pass
-
-    return on_event
+def bench_worker(public_base: str, publisher: object, *, compression: bool = False) -> Worker:
+    """The production `Worker`, publishing to `publisher`; only its Bybit socket handlers are run (its public
+    sockets connect to `public_base` + the category path), so PostgreSQL is never touched."""
+    settings = WorkerSettings(public_ws_url=public_base, metrics_port=0, compression=compression)
+    store = Store(create_engine(settings.database_url, timeout=5.0), timeout=5.0)  # lazy: never connects
+    # The firehose closes after its frames: a reconnect must not start a second stream inside a measurement.
+    connection_settings = ConnectionSettings(compression=compression, backoff_first=5.0, close_timeout=0.5)
+    return Worker(settings, store=store, publisher=publisher, connection_settings=connection_settings)
 
 
-def our_connection(url: str, on_event: Callable[[Endpoint, Event], Awaitable[None]], compression: bool) -> Connection:
-    settings = ConnectionSettings(compression=compression, backoff_first=5.0)  # the firehose closes after N frames
-    connection = Connection(BybitProtocol(endpoint=Endpoint.LINEAR), url, on_event, settings=settings)
-    connection.want(TOPIC)
+def our_connection(
+    worker: Worker, endpoint: Endpoint = Endpoint.LINEAR, topics: tuple[str, ...] = (TOPIC,)
+) -> Connection:
+    """The worker's socket for `endpoint`, wanting `topics` (what the reconciler would ask for)."""
+    connection = worker.connections[endpoint]
+    for topic in topics:
+        connection.want(topic)
     return connection
 
 
 async def run_ours(url: str, meter: Meter, *, compression: bool, timeout: float) -> None:
-    connection = our_connection(url, push_handler(CountingSink(), meter), compression)
+    """`Worker.on_event` → `_on_push` → `Normalizer` → `offer_market` on a counting sink: envelopes built,
+    nothing sent. `url` is the firehose's base plus its options, without Bybit's path."""
+    worker = bench_worker(url, CountingSink(meter), compression=compression)
+    connection = our_connection(worker)
     running = asyncio.create_task(connection.run(), name="ours")
     try:
         await meter.wait_done(timeout)

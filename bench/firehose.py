@@ -15,6 +15,11 @@ never competes with the client under test on the same event loop. Each connectio
 Every trade carries `bt`, the wall-clock send time in microseconds (ignored by every client; read back by the
 bench's consumer for latency). Streaming starts after the first `subscribe`; every subscribe is acked and every
 ping answered in Bybit's linear shapes, echoing `req_id`. Listens on 127.0.0.1 only.
+
+Soak mode (`soak=1`, with `rate` in messages/s and `seconds`): every topic the client subscribes to on this
+socket's category (the path's last segment) gets the test fake's market stream for it (`tests.fake_bybit`:
+book snapshot then deltas, ticker snapshot then deltas, trades), and messages go round-robin over the
+subscribed topics at `rate` in total, for `seconds`, then the socket closes.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import contextlib
 import itertools
 import json
 import os
+import random
 import sys
 import time
 import uuid
@@ -33,10 +39,10 @@ from pathlib import Path
 from websockets.asyncio.server import ServerConnection, serve
 
 SAMPLE = Path("/work/shared/bybit/samples/public_publicTrade_linear.json")
-DEFAULTS = {"frames": 1000, "trades": 10, "rate": 0, "unique": 1}
+DEFAULTS = {"frames": 1000, "trades": 10, "rate": 0, "unique": 1, "soak": 0, "seconds": 60}
 MAX_FRAMES = 20_000_000
 POOL = 2_000  # with unique=0, frames cycle through this many pre-built ones (trade ids repeat)
-MAX_SECONDS = 600.0  # no connection streams for longer than this, whatever it asked for
+MAX_SECONDS = 900.0  # no connection streams for longer than this, whatever it asked for (soak: 600 s)
 _runs = itertools.count(1)
 
 
@@ -100,10 +106,59 @@ def reply(request: dict[str, object], conn_id: str) -> str | None:
     return None
 
 
+class SoakStreams:
+    """The fake's market streams for the topics subscribed on one soak socket, sent round-robin at a rate."""
+
+    TICK = 0.01
+
+    def __init__(self, category: str) -> None:
+        from tests.fake_bybit.samples import Samples
+
+        self.category = category
+        self._samples = Samples()
+        self._rng = random.Random(7)
+        self._streams: list[object] = []
+        self.sent = 0
+
+    def subscribe(self, topics: list[str]) -> list[str]:
+        """Add streams for `topics`; returns the snapshots new subscribers get first."""
+        from tests.fake_bybit.market import new_stream
+        from tests.fake_bybit.topics import parse_public_topic
+
+        first = []
+        now_ms = time.time_ns() // 1_000_000
+        for topic in topics:
+            parsed = parse_public_topic(self.category, topic)  # type: ignore[arg-type]
+            if parsed is None:
+                continue
+            stream = new_stream(self.category, parsed, self._samples, self._rng)  # type: ignore[arg-type]
+            self._streams.append(stream)
+            snapshot = stream.snapshot(now_ms)
+            if snapshot is not None:
+                first.append(json.dumps(snapshot, separators=(",", ":")))
+        return first
+
+    async def run(self, socket: ServerConnection, rate: int, seconds: float) -> None:
+        started = time.monotonic()
+        position = 0
+        while (elapsed := time.monotonic() - started) < seconds:
+            due = int(elapsed * rate) - self.sent
+            streams = self._streams
+            now_ms = time.time_ns() // 1_000_000
+            for _ in range(due if streams else 0):
+                stream = streams[position % len(streams)]
+                position += 1
+                await socket.send(json.dumps(stream.next(now_ms), separators=(",", ":")))  # type: ignore[attr-defined]
+                self.sent += 1
+            await asyncio.sleep(self.TICK)
+
+
 async def handle(socket: ServerConnection) -> None:
-    config = parse_path(socket.request.path if socket.request else "/")
+    path = socket.request.path if socket.request else "/"
+    config = parse_path(path)
     conn_id = str(uuid.uuid4())
     subscribed = asyncio.Event()
+    soak = SoakStreams(path.rstrip("/").rsplit("/", 1)[-1]) if config["soak"] else None
 
     async def answer() -> None:
         async for message in socket:
@@ -115,11 +170,18 @@ async def handle(socket: ServerConnection) -> None:
             if response is not None:
                 await socket.send(response)
             if isinstance(request, dict) and request.get("op") == "subscribe":
+                if soak is not None:
+                    for snapshot in soak.subscribe([str(topic) for topic in request.get("args") or ()]):
+                        await socket.send(snapshot)
                 subscribed.set()
 
     async def stream() -> None:
         async with asyncio.timeout(30):
             await subscribed.wait()
+        if soak is not None:
+            await soak.run(socket, config["rate"], config["seconds"])
+            await socket.close()
+            return
         builder = FrameBuilder(config["trades"])
         frames, rate = config["frames"], config["rate"]
         if rate <= 0:

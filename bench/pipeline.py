@@ -1,11 +1,21 @@
-"""End to end through RabbitMQ: firehose → our worker pieces → `Publisher` → queue → a consumer process.
+"""End to end through RabbitMQ, and the publish ceilings measured against the same broker in the same run.
 
-The worker pieces are wired as `Worker._on_push` wires them (see `bench.clients.push_handler`) with a real,
-connected `Publisher` at its production market-data settings (10,000-event drop-oldest buffer, transient
-messages, no confirms) and the production market queue (max length 100,000). The consumer
-(`bench.consumer`) runs in its own process and counts distinct trade ids, so loss is counted by id.
+Ours: firehose → the production `Worker` (`bench.clients.bench_worker`) → a real, connected `Publisher` at its
+production settings (market: 10,000-event drop-oldest buffer, transient, no confirms, into a classic queue
+with max length 100,000; account: blocking 10,000-event buffer, persistent, 1,000 confirms in flight, into a
+quorum queue) → a consumer process (`bench.consumer`) counting distinct trade ids, so loss is counted by id.
+For the account-event settings the same firehose trades are re-labelled as account events (`AsAccount`):
+the Bybit private stream cannot be fire-hosed, and what is measured is the publishing path, which is the same.
 
-Also here: the no-confirm publish ceiling, `bench.publish.raw_market`, on the same broker and vhost.
+Ceilings, each timed until every message has landed (in the queue, or confirmed), with the same envelope
+bytes ours publishes for a firehose trade:
+- `ceiling.publish`: aiormq `basic_publish` in a loop, no confirms (`wait=False`, its fastest form).
+- `ceiling.publish_confirms`: aiormq with publisher confirms, 1,000 publishes gathered per window.
+- `ceiling.publish_batched`: our frame encoder writing batches of 256 pre-encoded publishes, no confirms: what
+  the broker takes when the client costs next to nothing, i.e. the broker's own ceiling on this machine.
+- `latency.ceiling_<rate>`: aiormq publishing stamped envelopes at a fixed rate to the same consumer: the
+  broker hop's own latency, which ours cannot go below.
+Also cryptofeed's Bybit feed with its RabbitMQ backend on the same firehose (`run_cryptofeed_e2e`).
 """
 
 from __future__ import annotations
@@ -15,18 +25,32 @@ import contextlib
 import json
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
-from bench.clients import our_connection, push_handler
-from bench.publish import raw_market
-from shared.enums import ChannelType
-from shared.routing import service_queue
+import aiormq
+import msgspec
+from pamqp.commands import Basic
+
+from bench.clients import bench_worker, our_connection
+from bench.firehose import FrameBuilder
+from shared.enums import ChannelType, Endpoint
+from shared.events import EVENT_CONTENT_TYPE
+from shared.routing import EVENTS_EXCHANGE, service_queue
+from stream_worker.bybit.protocol import BybitProtocol
+from stream_worker.channel_writer import ChannelWriter
 from stream_worker.connection import Connection
+from stream_worker.normalize import Normalized, Normalizer
+from stream_worker.outgoing import Outgoing
 from stream_worker.publisher import Publisher
 
 MARKET_KEY = "trades.linear.BTCUSDT"
+ACCOUNT_KEY = "order.linear"
+CONFIRM_WINDOW = 1_000
+BATCH = 256
+IDLE = 2.0  # a consumer that got nothing for this long has got everything that will come
 
 
 def rabbitmqctl(*args: str) -> None:
@@ -34,7 +58,7 @@ def rabbitmqctl(*args: str) -> None:
 
 
 @contextlib.contextmanager
-def vhost(prefix: str = "wsg_bench") -> object:
+def vhost(prefix: str = "wsg_bench") -> Iterator[str]:
     """A fresh RabbitMQ vhost for guest, deleted afterwards."""
     name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     rabbitmqctl("add_vhost", name)
@@ -50,7 +74,8 @@ def vhost(prefix: str = "wsg_bench") -> object:
 class Broker:
     url: str
     publisher: Publisher
-    queue: str
+    market_queue: str  # classic, max length 100,000, drop-head: a market-data queue
+    account_queue: str  # quorum: an account-data queue
 
 
 @contextlib.asynccontextmanager
@@ -62,19 +87,32 @@ async def running_publisher(url: str) -> AsyncIterator[Broker]:
         async with asyncio.timeout(15):
             await publisher.wait_connected()
         await publisher.bind(service, ChannelType.TRADES, MARKET_KEY)
-        yield Broker(url, publisher, service_queue(service, ChannelType.TRADES))
+        await publisher.bind(service, ChannelType.ORDER, ACCOUNT_KEY)
+        yield Broker(
+            url, publisher, service_queue(service, ChannelType.TRADES), service_queue(service, ChannelType.ORDER)
+        )
     finally:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await running
 
 
-async def purge(broker: Broker) -> None:
-    import aiormq
-
-    async with aiormq.connect(broker.url) as connection:
+async def purge(url: str, *queues: str) -> None:
+    async with aiormq.connect(url) as connection:
         channel = await connection.channel()
-        await channel.queue_purge(broker.queue)
+        for queue in queues:
+            await channel.queue_purge(queue)
+
+
+async def wait_depth(url: str, queue: str, count: int, timeout: float) -> None:
+    async with aiormq.connect(url) as connection:
+        channel = await connection.channel()
+        async with asyncio.timeout(timeout):
+            while (await channel.queue_declare(queue, passive=True)).message_count < count:
+                await asyncio.sleep(0.01)
+
+
+# -- the consumer process -------------------------------------------------------------------------------------
 
 
 async def start_consumer(
@@ -106,6 +144,23 @@ async def consumer_result(process: asyncio.subprocess.Process, timeout: float) -
     return json.loads(out.decode().strip().splitlines()[-1])
 
 
+# -- ours -------------------------------------------------------------------------------------------------------
+
+
+class AsAccount:
+    """Bench only: a normalizer whose trades come out as account events (persistent, confirmed, never dropped,
+    routed to `order.linear`), to run the firehose through the account-data settings."""
+
+    def __init__(self, inner: Normalizer) -> None:
+        self._inner = inner
+
+    def normalize(self, push: object, *, received_ms: int, trace_id: str) -> Normalized:
+        events = self._inner.normalize(push, received_ms=received_ms, trace_id=trace_id).events
+        return Normalized(
+            events=[Outgoing(item.envelope, ChannelType.ORDER, ACCOUNT_KEY, account=True) for item in events]
+        )
+
+
 async def one_session(connection: Connection) -> None:
     """Run the connection until its first session ends: the firehose closes after its frames, and a reconnect
     would stream a second, different set of trades into the count."""
@@ -119,38 +174,148 @@ async def one_session(connection: Connection) -> None:
 
 
 async def run_ours_e2e(
-    broker: Broker, firehose: str, trades: int, *, rate: int = 0, per_frame: int = 10, max_seconds: float, uvloop: bool
+    broker: Broker,
+    firehose: str,
+    trades: int,
+    *,
+    rate: int = 0,
+    per_frame: int = 10,
+    max_seconds: float,
+    uvloop: bool,
+    account: bool = False,
 ) -> dict[str, object]:
-    """Stream `trades` unique trades (at `rate` trades/s, 0 = as fast as we read) through our pieces."""
-    await purge(broker)
+    """Stream `trades` unique trades (at `rate` trades/s, 0 = as fast as we read) through the worker."""
+    queue = broker.account_queue if account else broker.market_queue
+    await purge(broker.url, queue)
     before = broker.publisher.stats
-    consumer = await start_consumer(broker.url, broker.queue, trades, idle=3.0, max_seconds=max_seconds, uvloop=uvloop)
-    url = f"{firehose}/frames={trades // per_frame}/trades={per_frame}/rate={rate}/unique=1/v5/public/linear"
-    connection = our_connection(url, push_handler(broker.publisher, None), compression=False)
-    reading = asyncio.create_task(one_session(connection), name="ours-e2e")
+    consumer = await start_consumer(broker.url, queue, trades, idle=IDLE, max_seconds=max_seconds, uvloop=uvloop)
+    base = f"{firehose}/frames={trades // per_frame}/trades={per_frame}/rate={rate}/unique=1"
+    worker = bench_worker(base, broker.publisher)
+    if account:
+        worker.normalizers[Endpoint.LINEAR] = AsAccount(worker.normalizers[Endpoint.LINEAR])
+    cpu = time.process_time()
+    reading = asyncio.create_task(one_session(our_connection(worker)), name="ours-e2e")
     try:
         result = await consumer_result(consumer, max_seconds + 30)
     finally:
         reading.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reading
+    # This process is the worker (socket, normalize, publish): its CPU per trade read is what a worker costs.
+    result["cpu_us_per_trade"] = (time.process_time() - cpu) / trades * 1e6
     after = broker.publisher.stats
     result["dropped_by_publisher"] = sum(after.dropped.values()) - sum(before.dropped.values())
-    result["published"] = after.published["market"] - before.published["market"]
+    kind = "account" if account else "market"
+    result["published"] = after.published[kind] - before.published[kind]
     return result
 
 
+# -- ceilings ---------------------------------------------------------------------------------------------------
+
+
+def trade_body() -> bytes:
+    """The envelope ours publishes for one firehose trade, encoded: the ceilings publish these bytes."""
+    frame = FrameBuilder(1).frame(0, time.time_ns() // 1000)
+    [push] = BybitProtocol(endpoint=Endpoint.LINEAR).receive(frame, 0.0)
+    [item] = Normalizer(Endpoint.LINEAR).normalize(push, received_ms=1, trace_id="bench-1").events
+    envelope = msgspec.structs.replace(item.envelope, published_ts=int(time.time() * 1000))
+    return msgspec.json.encode(envelope)
+
+
+def _properties(delivery_mode: int) -> Basic.Properties:
+    return Basic.Properties(
+        content_type=EVENT_CONTENT_TYPE, delivery_mode=delivery_mode, message_id="m", headers={"trace_id": "t"}
+    )
+
+
 async def run_publish_ceiling(broker: Broker, count: int) -> dict[str, object]:
-    await purge(broker)
-    rate = await raw_market(broker.url, count)
-    return {"trades_per_s": rate, "messages": count}
+    """aiormq, no confirms, `wait=False`: publish `count`, timed until all are in the market queue."""
+    await purge(broker.url, broker.market_queue)
+    body, properties = trade_body(), _properties(1)
+    async with aiormq.connect(broker.url) as connection:
+        channel = await connection.channel(publisher_confirms=False)
+        started = time.perf_counter()
+        for _ in range(count):
+            await channel.basic_publish(
+                body, exchange=EVENTS_EXCHANGE, routing_key=MARKET_KEY, properties=properties, wait=False
+            )
+        await wait_depth(broker.url, broker.market_queue, count, 60)
+        elapsed = time.perf_counter() - started
+    return {"trades_per_s": count / elapsed, "messages": count}
 
 
-async def run_cryptofeed_e2e(url: str, firehose: str, trades: int, *, per_frame: int = 10, max_seconds: float,
-                             uvloop: bool) -> dict[str, object]:  # fmt: skip
+async def run_batched_ceiling(broker: Broker, count: int) -> dict[str, object]:
+    """Pre-encoded publishes, `BATCH` per write through `ChannelWriter`, timed until all are in the queue."""
+    await purge(broker.url, broker.market_queue)
+    body = trade_body()
+    async with aiormq.connect(broker.url) as connection:
+        channel = await connection.channel(publisher_confirms=False)
+        assert isinstance(channel, aiormq.Channel)
+        writer = ChannelWriter(channel, EVENTS_EXCHANGE, EVENT_CONTENT_TYPE)
+        one = writer.frames.encode(MARKET_KEY, body, message_id="m", trace_id="t", timestamp=1, delivery_mode=1)
+        started = time.perf_counter()
+        for start in range(0, count, BATCH):
+            await writer.write(one * min(BATCH, count - start), drain=True)
+        await wait_depth(broker.url, broker.market_queue, count, 60)
+        elapsed = time.perf_counter() - started
+    return {"trades_per_s": count / elapsed, "messages": count}
+
+
+async def run_confirm_ceiling(broker: Broker, count: int) -> dict[str, object]:
+    """aiormq with publisher confirms, windows of 1,000 gathered, into the quorum queue: timed to the last ack."""
+    await purge(broker.url, broker.account_queue)
+    body, properties = trade_body(), _properties(2)
+    async with aiormq.connect(broker.url) as connection:
+        channel = await connection.channel(publisher_confirms=True)
+        started = time.perf_counter()
+        for start in range(0, count, CONFIRM_WINDOW):
+            publishes = (
+                channel.basic_publish(body, exchange=EVENTS_EXCHANGE, routing_key=ACCOUNT_KEY, properties=properties)
+                for _ in range(min(CONFIRM_WINDOW, count - start))
+            )
+            await asyncio.gather(*publishes)
+        elapsed = time.perf_counter() - started
+    await purge(broker.url, broker.account_queue)
+    return {"trades_per_s": count / elapsed, "messages": count}
+
+
+async def run_latency_ceiling(
+    broker: Broker, trades: int, *, rate: int, per_frame: int = 10, max_seconds: float, uvloop: bool
+) -> dict[str, object]:
+    """The broker's own latency at a fixed rate: aiormq publishes `per_frame` small envelopes (stamped `bt`
+    now, unique ids) every `per_frame / rate` s, straight into the market queue, to the same consumer. What
+    ours adds is its latency minus this."""
+    await purge(broker.url, broker.market_queue)
+    consumer = await start_consumer(
+        broker.url, broker.market_queue, trades, idle=IDLE, max_seconds=max_seconds, uvloop=uvloop
+    )
+    encode, properties, run = msgspec.json.encode, _properties(1), uuid.uuid4().hex[:8]
+    loop = asyncio.get_running_loop()
+    async with aiormq.connect(broker.url) as connection:
+        channel = await connection.channel(publisher_confirms=False)
+        started, interval = loop.time(), per_frame / rate
+        for frame in range(trades // per_frame):
+            delay = started + frame * interval - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now_us = time.time_ns() // 1000
+            for n in range(frame * per_frame, (frame + 1) * per_frame):
+                body = encode({"event_id": f"{run}-{n}", "payload": {"i": str(n), "bt": now_us}})
+                await channel.basic_publish(
+                    body, exchange=EVENTS_EXCHANGE, routing_key=MARKET_KEY, properties=properties, wait=False
+                )
+        return await consumer_result(consumer, max_seconds + 30)
+
+
+# -- cryptofeed + its RabbitMQ backend ----------------------------------------------------------------------
+
+
+async def run_cryptofeed_e2e(
+    url: str, firehose: str, trades: int, *, per_frame: int = 10, max_seconds: float, uvloop: bool
+) -> dict[str, object]:
     """cryptofeed's Bybit feed with its RabbitMQ backend (`TradeRabbit`, aio-pika, default exchange, one
-    durable queue) on the same firehose, as its docs wire it. It awaits each publish (aio-pika's confirms)."""
-    import aiormq
+    durable queue) on the same firehose, as its docs wire it. It awaits a confirm per trade, so it gets fewer
+    trades; `max_seconds` bounds it whatever the machine does (the rate stays valid on a partial run)."""
     from cryptofeed.backends.rabbitmq import TradeRabbit
 
     from bench.clients import Meter, run_cryptofeed
@@ -159,20 +324,33 @@ async def run_cryptofeed_e2e(url: str, firehose: str, trades: int, *, per_frame:
     async with aiormq.connect(url) as connection:
         channel = await connection.channel()
         await channel.queue_declare(queue, durable=True, auto_delete=False)
-    consumer = await start_consumer(url, queue, trades, idle=3.0, max_seconds=max_seconds, kind="cryptofeed",
-                                    uvloop=uvloop)  # fmt: skip
+    consumer = await start_consumer(
+        url, queue, trades, idle=IDLE, max_seconds=max_seconds + 5, kind="cryptofeed", uvloop=uvloop
+    )
     host = url.removeprefix("amqp://")
     backend = TradeRabbit(host=host, queue_name=queue, routing_key=queue)
     stream = f"{firehose}/frames={trades // per_frame}/trades={per_frame}/unique=1/v5/public/linear"
-    meter = Meter(expected_trades=trades + per_frame, max_seconds=max_seconds)
+    meter = Meter(expected_trades=trades, max_seconds=max_seconds)
     try:
-        async with asyncio.timeout(max_seconds + 10):
-            await run_cryptofeed(stream, meter, per_frame, backend=backend)
-        return await consumer_result(consumer, max_seconds + 30)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max_seconds + 10):
+                await run_cryptofeed(stream, meter, per_frame, backend=backend)
+        result = await consumer_result(consumer, max_seconds + 30)
+        if meter.trades < trades:  # cut short by max_seconds: count loss against what cryptofeed handled
+            result["expected"] = meter.trades
+            result["lost"] = max(0, meter.trades - int(str(result["distinct"])))
+        result["complete"] = meter.trades >= trades
+        return result
     finally:
         if consumer.returncode is None:
             consumer.kill()
             await consumer.wait()
+        # TradeRabbit never closes the aio-pika connection it opened; left open, it logs a traceback when
+        # the bench deletes its vhost at the end.
+        opened = getattr(backend.conn, "_connection", None)
+        if opened is not None:
+            with contextlib.suppress(Exception):
+                await opened.close()
         async with aiormq.connect(url) as connection:
             channel = await connection.channel()
             await channel.queue_delete(queue)

@@ -72,7 +72,7 @@ PRIVATE_CHANNELS: dict[str, ChannelType] = {
 _SYMBOL_AFTER_PARAMETER = frozenset({ChannelType.KLINE})  # kline.5.X
 
 _ELEMENTS = msgspec.json.Decoder(list[msgspec.Raw])
-_TRADE = msgspec.json.Decoder(TradeView)
+_TRADES = msgspec.json.Decoder(list[TradeView])
 _KLINE = msgspec.json.Decoder(KlineView)
 _LIQUIDATION = msgspec.json.Decoder(LiquidationView)
 _ORDER = msgspec.json.Decoder(OrderView)
@@ -116,6 +116,7 @@ class _Route:
     symbol: str
     routing_key: str
     event_type: str  # channel.value, read once: an enum's .value costs ~10 % of the trade path (profiled)
+    id_prefix: str  # trades only: the event id of every trade of this topic but the trade id
 
 
 class Normalizer:
@@ -157,7 +158,8 @@ class Normalizer:
         if not symbol:
             raise PayloadError("unknown_topic", f"no symbol in topic {topic!r}")
         routing_key = event_routing_key(channel, self._category, symbol, topic_variant(channel, topic))
-        route = _Route(channel, symbol, routing_key, channel.value)
+        prefix = trade_id_prefix(self._category, symbol) if channel is ChannelType.TRADES else ""
+        route = _Route(channel, symbol, routing_key, channel.value, prefix)
         self._routes[topic] = route
         return route
 
@@ -186,13 +188,31 @@ class Normalizer:
         return Outgoing(envelope, route.channel, route.routing_key, account=False)
 
     def _trades(self, push: Push, route: _Route, received_ms: int, trace_id: str) -> list[Outgoing]:
-        prefix = trade_id_prefix(self._category, route.symbol)
-        events = []
-        for raw in _ELEMENTS.decode(push.data):
-            trade = _TRADE.decode(raw)
-            event_id = prefix + trade.trade_id
-            events.append(self._market(event_id, route, push, trade.time, raw, received_ms, trace_id))
-        return events
+        # The busiest path of the worker (one event per trade), so `_market` is inlined: the elements and
+        # their views are decoded in one call each rather than one call per trade (~25 % less per trade).
+        data, topic, category = push.data, push.topic, self._category
+        prefix, event_type, symbol = route.id_prefix, route.event_type, route.symbol
+        channel, routing_key = route.channel, route.routing_key
+        return [
+            Outgoing(
+                EventEnvelope(
+                    event_id=prefix + trade.trade_id,
+                    event_type=event_type,
+                    category=category,
+                    symbol=symbol,
+                    topic=topic,
+                    exchange_ts=trade.time,
+                    received_ts=received_ms,
+                    published_ts=0,
+                    trace_id=trace_id,
+                    payload=raw,
+                ),
+                channel,
+                routing_key,
+                False,
+            )
+            for raw, trade in zip(_ELEMENTS.decode(data), _TRADES.decode(data), strict=True)
+        ]
 
     def _klines(self, push: Push, route: _Route, received_ms: int, trace_id: str) -> list[Outgoing]:
         events = []

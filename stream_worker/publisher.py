@@ -8,8 +8,9 @@ know).
 
 Account data waits in a bounded queue whose `put` blocks when full, so the private socket reader stops reading.
 It is published persistent on a channel with publisher confirms, with up to `confirm_window` publishes in
-flight (one aiormq task per message, each awaiting its own delivery tag's confirmation; the pump never awaits
-a single confirm). A message leaves memory only when RabbitMQ acks it. A nack puts it back for a retry; a
+flight (one future per message for its delivery tag's confirmation, resolved by aiormq; the pump never awaits
+a single confirm). Both pumps write a whole batch of pre-encoded publishes at once (`channel_writer`).
+A message leaves memory only when RabbitMQ acks it. A nack puts it back for a retry; a
 connection failure puts every unconfirmed message back, and after reconnect they are re-published in their
 original order before anything newer. That is at-least-once: consumers de-duplicate by `message_id`.
 
@@ -25,21 +26,20 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import aiormq
 import msgspec
-from aiormq.abc import AbstractChannel, AbstractConnection, ConfirmationFrameType
+from aiormq.abc import AbstractChannel, AbstractConnection
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
 from loguru import logger
-from pamqp.commands import Basic
 
 from shared.config import redact_url
 from shared.enums import ChannelType
 from shared.events import EVENT_CONTENT_TYPE, EventEnvelope
 from shared.routing import EVENTS_EXCHANGE
 from stream_worker.backoff import Backoff
+from stream_worker.channel_writer import ChannelWriter, Confirmation
 from stream_worker.errors import BrokerUnavailable, TopologyError
 from stream_worker.outgoing import Outgoing
 from stream_worker.topology import (
@@ -68,7 +68,7 @@ LIFECYCLE_FAILURES: tuple[type[Exception], ...] = (*AMQP_FAILURES, RuntimeError)
 
 HEALTHY_SESSION_SECONDS = 10.0  # a connection that lasted this long resets the reconnect backoff
 # One account message on its way: (seq, item, the task awaiting its confirmation, loop time it was sent).
-_InFlight = tuple[int, Outgoing, asyncio.Task[ConfirmationFrameType | None], float]
+_InFlight = tuple[int, Outgoing, Confirmation, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +132,7 @@ class Publisher:
         self._account_wake = asyncio.Event()
         self._retry: deque[tuple[int, Outgoing]] = deque()  # (seq, item), in original order
         self._inflight: deque[_InFlight] = deque()
-        self._reaping: list[asyncio.Task[ConfirmationFrameType | None]] = []  # cancelled, not yet awaited
+        self._reaping: list[Confirmation] = []  # cancelled, not yet awaited
         self._seq = 0  # order in which account messages left the buffer; re-publishes keep theirs
         self._drained = asyncio.Event()
         self._connected = asyncio.Event()
@@ -152,8 +152,6 @@ class Publisher:
         self._dropped_unencodable = 0
         self._connects = 0
         self._last_latency: float | None = None
-        self._stamp_second = -1
-        self._stamp_datetime = datetime.fromtimestamp(0, tz=UTC)
         # Called with each stamped envelope as it is handed to RabbitMQ (the worker's metrics tally); keep cheap.
         self.on_handed_over: Callable[[EventEnvelope], None] | None = None
 
@@ -312,8 +310,10 @@ class Publisher:
             failure: BrokerUnavailable | None = None
             try:
                 async with asyncio.TaskGroup() as pumps:
-                    pumps.create_task(self._pump_market(market), name="publish-market")
-                    pumps.create_task(self._pump_account(account), name="publish-account")
+                    market_writer = ChannelWriter(market, EVENTS_EXCHANGE, EVENT_CONTENT_TYPE)
+                    account_writer = ChannelWriter(account, EVENTS_EXCHANGE, EVENT_CONTENT_TYPE)
+                    pumps.create_task(self._pump_market(market_writer), name="publish-market")
+                    pumps.create_task(self._pump_account(account_writer), name="publish-account")
                     pumps.create_task(self._watch(connection, market, account), name="watch-rabbitmq")
                     pumps.create_task(self._watch_confirms(), name="watch-confirms")
             except* BrokerUnavailable as group:
@@ -403,60 +403,51 @@ class Publisher:
 
     # -- the pumps -------------------------------------------------------------------------------------------
 
-    async def _pump_market(self, channel: aiormq.Channel) -> None:
-        market, wake, publish = self._market, self._market_wake, channel.basic_publish
+    async def _pump_market(self, writer: ChannelWriter) -> None:
+        market, wake, encoded = self._market, self._market_wake, self._encoded
         while True:
             if not market:
                 self._check_drained()
                 wake.clear()
                 await wake.wait()
                 continue
+            batch: list[bytes] = []
+            while market and len(batch) < MARKET_BATCH:
+                data = encoded(market.popleft(), TRANSIENT, writer)
+                if data is not None:
+                    batch.append(data)
+            if not batch:
+                continue
+            self._market_in_hand = len(batch)
             with _translated("publishing market data"):
                 async with asyncio.timeout(self._timeout):
-                    for position in range(MARKET_BATCH):
-                        item = market.popleft()
-                        last = position == MARKET_BATCH - 1 or not market
-                        message = self._message(item, TRANSIENT)
-                        if message is None:
-                            if last:
-                                break
-                            continue
-                        body, properties = message
-                        self._market_in_hand += 1
-                        # Only the last publish of a burst waits for the socket: one drain per burst.
-                        await publish(
-                            body,
-                            exchange=EVENTS_EXCHANGE,
-                            routing_key=item.routing_key,
-                            properties=properties,
-                            wait=last,
-                        )
-                        if last:
-                            break
+                    # One write and one drain wait per burst.
+                    await writer.write(b"".join(batch), drain=True)
             self._published_market += self._market_in_hand
             self._market_in_hand = 0
 
-    async def _pump_account(self, channel: aiormq.Channel) -> None:
+    async def _pump_account(self, writer: ChannelWriter) -> None:
         wake = self._account_wake
         while True:
             wake.clear()
             if self._retire():
                 await self._sleep(self._nack_backoff.next_delay())
-            self._fill(channel)
+            with _translated("publishing account data"):
+                await self._fill(writer)
             self._check_drained()
             await wake.wait()  # set by put_account, and when the oldest publish in flight finishes
 
-    def _fill(self, channel: aiormq.Channel) -> None:
-        """Start publishes until `confirm_window` are in flight: re-publishes first, then the buffer."""
+    async def _fill(self, writer: ChannelWriter) -> None:
+        """Publish until `confirm_window` are in flight: re-publishes first, then the buffer; one write."""
         inflight, retry, buffer = self._inflight, self._retry, self._account
         room = self._window - len(inflight)
         if room <= 0 or (inflight and room < self._refill_at):
             return
-        loop = asyncio.get_running_loop()
-        sent_at = loop.time()
-        publish, on_done = channel.basic_publish, self._on_account_done
-        started = republished = 0
-        while started < room:
+        sent_at = asyncio.get_running_loop().time()
+        on_done, encoded = self._on_account_done, self._encoded
+        batch: list[bytes] = []
+        republished = 0
+        while len(batch) < room:
             if retry:
                 seq, item = retry.popleft()
                 republished += 1
@@ -467,28 +458,22 @@ class Publisher:
                     break
                 self._seq += 1
                 seq = self._seq
-            message = self._message(item, PERSISTENT)
-            if message is None:
+            data = encoded(item, PERSISTENT, writer)
+            if data is None:
                 continue
-            body, properties = message
-            # The task owns one delivery tag's confirmation future; it is kept in `_inflight`, retired in
-            # order by `_retire`, and cancelled and awaited by `_end_session`.
-            task = loop.create_task(
-                publish(
-                    body,
-                    exchange=EVENTS_EXCHANGE,
-                    routing_key=item.routing_key,
-                    properties=properties,
-                    wait=False,
-                )
-            )
-            task.add_done_callback(on_done)
-            inflight.append((seq, item, task, sent_at))
-            started += 1
-        self._published_account += started
+            # The future is resolved by aiormq with this publish's confirm; it is kept in `_inflight`,
+            # retired in order by `_retire`, and cancelled by `_end_session`.
+            confirmation = writer.expect_confirm()
+            confirmation.add_done_callback(on_done)
+            inflight.append((seq, item, confirmation, sent_at))
+            batch.append(data)
+        self._published_account += len(batch)
         self._republished += republished
+        if batch:
+            async with asyncio.timeout(self._timeout):
+                await writer.write(b"".join(batch), drain=False)
 
-    def _on_account_done(self, task: asyncio.Task[ConfirmationFrameType | None]) -> None:
+    def _on_account_done(self, task: Confirmation) -> None:
         # Messages are released from the head of the window only, so only the head's end is news.
         inflight = self._inflight
         if inflight and inflight[0][2] is task:
@@ -521,34 +506,32 @@ class Publisher:
             self._retry = deque(sorted([*self._retry, *nacked], key=_by_seq))
         return bool(nacked)
 
-    def _message(self, item: Outgoing, delivery_mode: int) -> tuple[bytes, Basic.Properties] | None:
-        """The stamped, encoded envelope and its AMQP properties; None (dropped, counted) if it cannot be
-        encoded, because no retry would ever make it publishable."""
+    def _encoded(self, item: Outgoing, delivery_mode: int, writer: ChannelWriter) -> bytes | None:
+        """The stamped envelope as the frames of one publish; None (dropped, counted) if it cannot be encoded,
+        because no retry would ever make it publishable."""
         now = self._clock()
         envelope = msgspec.structs.replace(item.envelope, published_ts=int(now * 1000))
-        second = int(now)
-        if second != self._stamp_second:  # AMQP timestamps are whole seconds: build one datetime per second
-            self._stamp_second, self._stamp_datetime = second, datetime.fromtimestamp(second, tz=UTC)
-        properties = Basic.Properties(
-            content_type=EVENT_CONTENT_TYPE,
-            delivery_mode=delivery_mode,
-            message_id=envelope.event_id,
-            headers={"trace_id": envelope.trace_id},
-            timestamp=self._stamp_datetime,
-        )
         try:
             body = self._encoder.encode(envelope)
-        except (msgspec.EncodeError, TypeError, ValueError) as error:
+            data = writer.frames.encode(
+                item.routing_key,
+                body,
+                message_id=envelope.event_id,
+                trace_id=envelope.trace_id,
+                timestamp=int(now),  # AMQP timestamps are whole seconds
+                delivery_mode=delivery_mode,
+            )
+        except (msgspec.EncodeError, TypeError, ValueError) as error:  # FrameError is a ValueError
             self._dropped_unencodable += 1
             if self._dropped_unencodable == 1:  # logged once; the counter keeps the total
                 logger.bind(event_id=envelope.event_id, error=str(error)).error("cannot encode an event: dropped")
             return None
         if self.on_handed_over is not None:
             self.on_handed_over(envelope)
-        return body, properties
+        return data
 
 
-def _acked(task: asyncio.Task[ConfirmationFrameType | None]) -> bool:
+def _acked(task: Confirmation) -> bool:
     return task.done() and not task.cancelled() and task.exception() is None
 
 

@@ -282,6 +282,56 @@ async def test_an_event_that_cannot_be_encoded_is_dropped_and_counted_not_fatal(
         assert not task.done()
 
 
+async def test_an_envelope_larger_than_a_frame_arrives_whole_in_order_with_its_neighbours(
+    rabbitmq_url: str, broker: Broker
+) -> None:
+    service = broker.service(ChannelType.ORDER, ChannelType.TRADES)
+    publisher = Publisher(rabbitmq_url, clock=lambda: CLOCK)
+    big = {"levels": [[f"{n}.5", "1.25"] for n in range(40_000)]}  # ~0.8 MB: several 128 KiB body frames
+    large = Outgoing(
+        envelope=msgspec.structs.replace(event("big", ChannelType.TRADES), payload=big),
+        channel_type=ChannelType.TRADES,
+        routing_key="trades.linear.BTCUSDT",
+        account=False,
+    )
+    large_account = Outgoing(
+        envelope=msgspec.structs.replace(event("big-order", ChannelType.ORDER), payload=big),
+        channel_type=ChannelType.ORDER,
+        routing_key=ORDER_KEY,
+        account=True,
+    )
+    async with running(publisher):
+        await publisher.bind(service, ChannelType.ORDER, ORDER_KEY)
+        await publisher.bind(service, ChannelType.TRADES, "trades.linear.BTCUSDT")
+        for item in (market("before"), large, market("after")):
+            publisher.offer_market(item)
+        for item in (account("o-before"), large_account, account("o-after")):
+            await publisher.put_account(item)
+        await asyncio.wait_for(publisher.wait_drained(), DEADLINE)
+        trades = await broker.take(service_queue(service, ChannelType.TRADES), 3)
+        orders = await broker.take(service_queue(service, ChannelType.ORDER), 3)
+    assert ids(trades) == ["before", "big", "after"]
+    assert ids(orders) == ["o-before", "big-order", "o-after"]
+    for message in (trades[1], orders[1]):
+        assert ENVELOPE_DECODER.decode(message.body).payload == big
+    assert publisher.stats.confirmed == 3
+
+
+async def test_a_message_id_too_long_for_amqp_is_dropped_and_counted_not_fatal(
+    rabbitmq_url: str, broker: Broker
+) -> None:
+    service = broker.service(ChannelType.TRADES)
+    publisher = Publisher(rabbitmq_url)
+    async with running(publisher) as task:
+        await publisher.bind(service, ChannelType.TRADES, "trades.linear.BTCUSDT")
+        publisher.offer_market(market("x" * 256))  # AMQP's message-id is a short string: 255 bytes at most
+        publisher.offer_market(market("fine"))
+        await asyncio.wait_for(publisher.wait_drained(), DEADLINE)
+        assert ids(await broker.take(service_queue(service, ChannelType.TRADES), 1)) == ["fine"]
+        assert publisher.stats.dropped["unencodable"] == 1
+        assert not task.done()
+
+
 async def test_full_account_buffer_blocks_put_account_until_there_is_room(rabbitmq_url: str, broker: Broker) -> None:
     service = broker.service(ChannelType.ORDER)
     publisher = Publisher(rabbitmq_url, account_buffer=2)
