@@ -157,8 +157,8 @@ class WorkerMember(msgspec.Struct, frozen=True, kw_only=True):
     joined_at: datetime
     holds_private: bool  # it holds the private stream lease
     topic_count: int
-    # The topics it is assigned, per Bybit socket (spot, linear, inverse, option, private); only in
-    # /api/v1/workers (health carries `topic_count` alone).
+    # The topics it serves (its own, acknowledged by Bybit), per socket (spot, linear, inverse, option,
+    # private); only in /api/v1/workers (health carries `topic_count` alone).
     topics: dict[str, list[str]] | None = None
     heartbeat_age_s: float | None = None
     healthy: bool | None = None  # its last heartbeat's verdict: every socket it needs is up

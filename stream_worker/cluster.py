@@ -32,6 +32,7 @@ class Cluster:
         on_change: Callable[[], None],
         on_private_acquired: Callable[[PrivateLease], None],
         last_private_frame_ms: Callable[[], int | None],
+        subscribed: Callable[[], dict[Endpoint, frozenset[str]]] | None = None,
         hold_first_view: bool = True,
         handover_grace: float | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -45,11 +46,14 @@ class Cluster:
         self._on_private_acquired = on_private_acquired
         self._last_private_frame_ms = last_private_frame_ms
         self._hold_first_view = hold_first_view
-        # The newcomer claims at its second renewal and we see it at our next one: two intervals cover both.
+        self._subscribed = subscribed
+        # A topic moving to a newcomer is kept until the newcomer reports it subscribed, and at least this long;
+        # at most `_handover_cap`, so a newcomer that cannot subscribe it does not leave it doubled forever.
         self._handover_grace = 2 * renew_interval if handover_grace is None else handover_grace
+        self._handover_cap = max(30.0, 10 * renew_interval)
         self._clock = clock
         self._served: set[TopicKey] = set()
-        self._releasing: dict[TopicKey, float] = {}  # topics kept while their new owner claims them: deadline
+        self._releasing: dict[TopicKey, float] = {}  # topics kept while their new owner claims them: since when
         self._sleep = sleep
         self.assignment = Assignment(self.worker_id)
         self.ready = False  # until the first renewal, this worker owns nothing
@@ -82,18 +86,32 @@ class Cluster:
         long enough for the newcomer to claim and subscribe it. Dropping it at once would leave it unserved
         (a gap nobody could fill) until then; keeping it costs a moment of duplicates, which `event_id` absorbs."""
         now = self._clock()
+        served = self.view.served if self.view is not None else None
         releasing: dict[TopicKey, float] = {}
         for endpoint, endpoint_topics in public.items():
             for topic in endpoint_topics - owned.get(endpoint, set()):
                 key = (endpoint, topic)
                 if key not in self._served:
                     continue
-                deadline = self._releasing.get(key, now + self._handover_grace)
-                if now < deadline:
-                    releasing[key] = deadline
+                since = self._releasing.get(key, now)
+                owner = self.assignment.owner(endpoint, topic)
+                taken = served is not None and (endpoint.value, topic) in served.get(owner or "", frozenset())
+                if now - since < self._handover_cap and (now - since < self._handover_grace or not taken):
+                    releasing[key] = since
                     owned.setdefault(endpoint, set()).add(topic)
         self._releasing = releasing
         self._served = {(endpoint, topic) for endpoint, topics in owned.items() for topic in topics}
+
+    def _report(self) -> dict[str, list[str]]:
+        """What we tell the others we serve: our topics that Bybit has acknowledged, so a worker handing a
+        topic to us lets go of it only once we really have it."""
+        if self._subscribed is None:
+            return self._owned
+        subscribed = {endpoint.value: topics for endpoint, topics in self._subscribed().items()}
+        report = {
+            socket: [t for t in topics if t in subscribed.get(socket, ())] for socket, topics in self._owned.items()
+        }
+        return {socket: topics for socket, topics in report.items() if topics}
 
     async def run(self) -> None:
         while True:
@@ -102,12 +120,14 @@ class Cluster:
 
     async def renew(self) -> bool:
         """One renewal; True if it changed what this worker owns (and the worker was told to converge)."""
-        topics = self._owned if self._owned != self._reported else None
+        report = self._report()
+        topics = report if report != self._reported else None
         try:
             view = await self.store.renew(
                 topics=topics,
                 want_private=self._can_serve_private,
                 last_frame_ms=self._last_private_frame_ms() if self.holds_private else None,
+                read_served=bool(self._releasing),
             )
         except DATABASE_ERRORS as error:
             self.failed_renewals += 1
@@ -124,8 +144,8 @@ class Cluster:
         if topics is not None:
             self._reported = topics
         changed = self._adopt(view)
-        if not changed and self._releasing and min(self._releasing.values()) <= self._clock():
-            self._on_change()  # a handover grace ran out: let the topic go
+        if not changed and self._releasing:
+            self._on_change()  # a topic being handed over may be the newcomer's now: converge lets it go
         return changed
 
     def _adopt(self, view: ClusterView) -> bool:
@@ -182,6 +202,7 @@ class Cluster:
             "holds_private": self.holds_private,
             "private_holder": lease.holder if lease is not None and lease.expires_in_s > 0 else None,
             "owned_topics": {endpoint: len(topics) for endpoint, topics in self._owned.items()},
+            "handing_over": len(self._releasing),
             "renewals": self.renewals,
             "failed_renewals": self.failed_renewals,
             "changes": self.changes,

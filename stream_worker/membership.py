@@ -67,6 +67,7 @@ _MEMBERS = text(
     FROM worker_members ORDER BY worker_id
     """
 )
+_SERVED = text("SELECT worker_id, topics FROM worker_members WHERE lease_expires_at > now()")
 _FORGET_DEAD = text("DELETE FROM worker_members WHERE lease_expires_at < now() - CAST(:forget_after AS interval)")
 _LEAVE = text("DELETE FROM worker_members WHERE worker_id = :worker_id AND instance_id = :instance_id")
 _RELEASE_PRIVATE = text(
@@ -102,6 +103,8 @@ class ClusterView(msgspec.Struct, frozen=True, kw_only=True):
     members: tuple[Member, ...]
     private: PrivateLease | None
     twin: str | None = None  # another live process's instance id found in our row: a duplicated worker id
+    # What each live member reports it serves, as (socket, topic): read only when asked (during a handover).
+    served: dict[str, frozenset[tuple[str, str]]] | None = None
 
     @property
     def live(self) -> frozenset[str]:
@@ -126,7 +129,12 @@ class MembershipStore:
         return {"worker_id": self.worker_id, "instance_id": self.instance_id}
 
     async def renew(
-        self, *, topics: dict[str, list[str]] | None, want_private: bool, last_frame_ms: int | None
+        self,
+        *,
+        topics: dict[str, list[str]] | None,
+        want_private: bool,
+        last_frame_ms: int | None,
+        read_served: bool = False,
     ) -> ClusterView:
         """Extend our lease (writing `topics` when given), try to take or extend the private lease when we
         can serve it, and read the cluster as it now stands."""
@@ -141,6 +149,7 @@ class MembershipStore:
             await connection.execute(_FORGET_DEAD, {"forget_after": FORGET_DEAD_AFTER})
             lease_row = (await connection.execute(_READ_PRIVATE, {"name": PRIVATE_LEASE})).first()
             member_rows = (await connection.execute(_MEMBERS)).all()
+            served_rows = (await connection.execute(_SERVED)).all() if read_served else None
         members = tuple(
             Member(
                 worker_id=r.worker_id, instance_id=r.instance_id, lease_age_s=r.lease_age_s, expires_in_s=r.expires_in_s
@@ -159,7 +168,8 @@ class MembershipStore:
             else None
         )
         twin = previous if previous is not None and previous != self.instance_id else None
-        return ClusterView(members=members, private=lease, twin=twin)
+        served = {row.worker_id: _served_topics(row.topics) for row in served_rows} if served_rows is not None else None
+        return ClusterView(members=members, private=lease, twin=twin, served=served)
 
     async def leave(self, *, last_frame_ms: int | None) -> None:
         """Remove our member row and release the private lease if we hold it: the others take over at their
@@ -168,3 +178,12 @@ class MembershipStore:
             await connection.execute(_LEAVE, self._ids())
             parameters = {**self._ids(), "name": PRIVATE_LEASE, "last_frame_ms": last_frame_ms}
             await connection.execute(_RELEASE_PRIVATE, parameters)
+
+
+def _served_topics(value: object) -> frozenset[tuple[str, str]]:
+    """A member row's topics as (socket, topic) pairs; read defensively: another process wrote the JSON."""
+    if not isinstance(value, dict):
+        return frozenset()
+    return frozenset(
+        (str(socket), str(topic)) for socket, topics in value.items() if isinstance(topics, list) for topic in topics
+    )

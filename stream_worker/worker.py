@@ -136,6 +136,7 @@ class Worker:
             on_change=self._on_cluster_change,
             on_private_acquired=self._on_private_acquired,
             last_private_frame_ms=lambda: self.account_sync.last_frame_ms if self.account_sync else None,
+            subscribed=lambda: {endpoint: c.protocol.subscribed for endpoint, c in self.connections.items()},
         )
 
     def _add_connection(

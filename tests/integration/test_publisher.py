@@ -435,9 +435,10 @@ async def test_rabbitmq_cut_mid_stream_loses_no_account_event_and_counts_market_
     assert stats.republished > 0
     assert stats.confirmed == account_total
     assert stats.unconfirmed == 0
-    # Market data: nothing vanishes from the books, and what was in hand at the cut is counted as lost.
+    # Market data: nothing vanishes from the books, and what was in hand at the cut is counted as lost. (Whether
+    # a batch was in hand at that instant is timing: with one write per batch it is often none, so no count is
+    # asserted, only that every offered message is published, dropped or lost.)
     dropped = stats.dropped
-    assert dropped["connection_lost"] >= 1
     assert stats.published["market"] + dropped["connection_lost"] + dropped["market_buffer_full"] == market_total
 
 
