@@ -65,3 +65,7 @@ def reject_unknown_query(connection: ASGIConnection[Any, Any, Any, Any], handler
     unknown = sorted(set(connection.query_params) - known)
     if unknown:
         raise BadRequest(f"unknown query parameter(s): {', '.join(unknown)}", {"unknown": unknown})
+    # PostgreSQL text cannot hold NUL: such a filter can match nothing, and passed on it would fail as a 500.
+    with_nul = sorted({name for name, value in connection.query_params.items() if "\x00" in value})
+    if with_nul:
+        raise BadRequest(f"query parameter(s) contain a NUL character: {', '.join(with_nul)}", {"fields": with_nul})

@@ -36,7 +36,11 @@ def running(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBybitThread]:
         yield fake_thread
     # pybit's and the fake's threads ended. pybit's custom-ping Timer can be re-armed by a ping racing exit();
     # it is a daemon that wakes once after ping_interval (20 s) and finds the socket closed, so it is not waited for.
-    wait_until(lambda: {t for t in threading.enumerate() if not isinstance(t, threading.Timer)} <= threads_before)
+    # Closing pybit's websocket-client threads can take several seconds on a loaded machine.
+    wait_until(
+        lambda: {t for t in threading.enumerate() if not isinstance(t, threading.Timer)} <= threads_before,
+        timeout=30,
+    )
 
 
 def test_pybit_authenticates_subscribes_and_receives_public_and_private_pushes(

@@ -218,3 +218,9 @@ async def test_writes_beyond_the_per_key_rate_get_429_in_the_error_shape(api_set
 async def test_unknown_query_parameter_is_400_naming_it(api: Client) -> None:
     error = assert_error(await api.get(URL, params={"service": "svc-a"}), 400, "validation_error")
     assert error["details"] == {"unknown": ["service"]}
+
+
+async def test_a_nul_character_in_a_query_filter_is_400_not_500(api: Client) -> None:
+    # Found by schemathesis: PostgreSQL text cannot hold NUL, and the filter used to fail in the database.
+    error = assert_error(await api.get(URL, params={"requesting_service": "svc\x00a"}), 400, "validation_error")
+    assert error["details"] == {"fields": ["requesting_service"]}
