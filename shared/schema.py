@@ -260,6 +260,16 @@ class WorkerMemberRow(Base):
     topics: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
 
 
+def member_topics(value: object) -> dict[str, list[str]]:
+    """A `worker_members.topics` value as {socket: [topic, ...]}, read defensively: another process wrote it."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(socket): [str(t) for t in listed] for socket, listed in value.items() if isinstance(listed, list)}
+
+
+PRIVATE_LEASE = "private"  # the `leases` row of the one authenticated Bybit stream
+
+
 class LeaseRow(Base):
     """A named exclusive lease (today only `private`: the one authenticated Bybit stream of the cluster)."""
 

@@ -32,7 +32,7 @@ class Cluster:
         on_change: Callable[[], None],
         on_private_acquired: Callable[[PrivateLease], None],
         last_private_frame_ms: Callable[[], int | None],
-        subscribed: Callable[[], dict[Endpoint, frozenset[str]]] | None = None,
+        subscribed: Callable[[], dict[Endpoint, frozenset[str]]],
         hold_first_view: bool = True,
         handover_grace: float | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -82,9 +82,9 @@ class Cluster:
         return owned
 
     def _keep_while_handing_over(self, public: dict[Endpoint, set[str]], owned: dict[Endpoint, set[str]]) -> None:
-        """Make before break: a topic that moves to a worker that just joined stays ours for the handover grace,
-        long enough for the newcomer to claim and subscribe it. Dropping it at once would leave it unserved
-        (a gap nobody could fill) until then; keeping it costs a moment of duplicates, which `event_id` absorbs."""
+        """Make before break: a topic that moves to a worker that just joined stays ours until the newcomer
+        reports it subscribed (after at least the grace, at most the cap). Dropping it at once would leave it
+        unserved until then; keeping it costs a moment of duplicates, which `event_id` absorbs."""
         now = self._clock()
         served = self.view.served if self.view is not None else None
         releasing: dict[TopicKey, float] = {}
@@ -105,8 +105,6 @@ class Cluster:
     def _report(self) -> dict[str, list[str]]:
         """What we tell the others we serve: our topics that Bybit has acknowledged, so a worker handing a
         topic to us lets go of it only once we really have it."""
-        if self._subscribed is None:
-            return self._owned
         subscribed = {endpoint.value: topics for endpoint, topics in self._subscribed().items()}
         report = {
             socket: [t for t in topics if t in subscribed.get(socket, ())] for socket, topics in self._owned.items()

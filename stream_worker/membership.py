@@ -17,7 +17,8 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-PRIVATE_LEASE = "private"
+from shared.schema import PRIVATE_LEASE, member_topics
+
 # A dead member stays visible in /api/v1/workers for a while, then its row is removed.
 FORGET_DEAD_AFTER = timedelta(hours=1)
 
@@ -168,7 +169,9 @@ class MembershipStore:
             else None
         )
         twin = previous if previous is not None and previous != self.instance_id else None
-        served = {row.worker_id: _served_topics(row.topics) for row in served_rows} if served_rows is not None else None
+        served = None
+        if served_rows is not None:
+            served = {row.worker_id: _pairs(member_topics(row.topics)) for row in served_rows}
         return ClusterView(members=members, private=lease, twin=twin, served=served)
 
     async def leave(self, *, last_frame_ms: int | None) -> None:
@@ -180,10 +183,5 @@ class MembershipStore:
             await connection.execute(_RELEASE_PRIVATE, parameters)
 
 
-def _served_topics(value: object) -> frozenset[tuple[str, str]]:
-    """A member row's topics as (socket, topic) pairs; read defensively: another process wrote the JSON."""
-    if not isinstance(value, dict):
-        return frozenset()
-    return frozenset(
-        (str(socket), str(topic)) for socket, topics in value.items() if isinstance(topics, list) for topic in topics
-    )
+def _pairs(topics: dict[str, list[str]]) -> frozenset[tuple[str, str]]:
+    return frozenset((socket, topic) for socket, listed in topics.items() for topic in listed)

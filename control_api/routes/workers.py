@@ -6,7 +6,6 @@ what each worker reports it is assigned, so a topic nobody reports is visible wh
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 
 from litestar import Controller, get
@@ -15,9 +14,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_api.routes.common import Db, error_responses
 from shared.api import WorkerMember, Workers
-from shared.schema import LeaseRow, SubscriptionRow, WorkerHeartbeatRow, WorkerMemberRow
+from shared.schema import (
+    PRIVATE_LEASE,
+    LeaseRow,
+    SubscriptionRow,
+    WorkerHeartbeatRow,
+    WorkerMemberRow,
+    member_topics,
+)
 
-PRIVATE_LEASE = "private"  # the lease name the workers use (stream_worker/membership.py)
 UNOWNED_LISTED = 100
 
 
@@ -42,7 +47,7 @@ async def read_workers(session: AsyncSession, *, with_topics: bool) -> Workers:
     owned: set[str] = set()
     for member, heartbeat_at, healthy in rows:
         alive = member.lease_expires_at > now
-        topics = _topics(member.topics)
+        topics = member_topics(member.topics)
         if alive:
             owned.update(f"{socket}:{topic}" for socket, listed in topics.items() for topic in listed)
         members.append(
@@ -67,13 +72,6 @@ async def read_workers(session: AsyncSession, *, with_topics: bool) -> Workers:
         unowned_topics=unowned[:UNOWNED_LISTED],
         unowned_count=len(unowned),
     )
-
-
-def _topics(value: object) -> dict[str, list[str]]:
-    """The member row's topics, read defensively: it is JSON a worker wrote."""
-    if not isinstance(value, dict):
-        return {}
-    return {str(socket): [str(t) for t in listed] for socket, listed in value.items() if isinstance(listed, Sequence)}
 
 
 class WorkerController(Controller):
