@@ -24,11 +24,11 @@ import msgspec
 from websockets.asyncio.client import connect
 
 from shared.enums import Endpoint
-from stream_worker.connection import Connection, ConnectionSettings
-from stream_worker.outgoing import Outgoing
-from stream_worker.persistence import Store, create_engine
-from stream_worker.publisher import MARKET_BATCH
+from stream_worker.broker.publisher import MARKET_BATCH
+from stream_worker.envelopes.outgoing import Outgoing
+from stream_worker.exchange.connection import Connection, ConnectionSettings
 from stream_worker.settings import WorkerSettings
+from stream_worker.state.persistence import Store, create_engine
 from stream_worker.worker import Worker
 
 TOPIC = "publicTrade.BTCUSDT"

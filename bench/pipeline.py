@@ -39,12 +39,12 @@ from bench.firehose import FrameBuilder
 from shared.enums import ChannelType, Endpoint
 from shared.events import EVENT_CONTENT_TYPE
 from shared.routing import EVENTS_EXCHANGE, service_queue
+from stream_worker.broker.channel_writer import ChannelWriter
+from stream_worker.broker.publisher import Publisher
 from stream_worker.bybit.protocol import BybitProtocol
-from stream_worker.channel_writer import ChannelWriter
-from stream_worker.connection import Connection
-from stream_worker.normalize import Normalized, Normalizer
-from stream_worker.outgoing import Outgoing
-from stream_worker.publisher import Publisher
+from stream_worker.envelopes.normalize import Normalized, Normalizer
+from stream_worker.envelopes.outgoing import Outgoing
+from stream_worker.exchange.connection import Connection
 
 MARKET_KEY = "trades.linear.BTCUSDT"
 ACCOUNT_KEY = "order.linear"

@@ -35,8 +35,8 @@ from pamqp.commands import Basic
 from shared.enums import ChannelType
 from shared.events import EVENT_CONTENT_TYPE, EventEnvelope
 from shared.routing import EVENTS_EXCHANGE, service_queue
-from stream_worker.outgoing import Outgoing
-from stream_worker.publisher import Publisher
+from stream_worker.broker.publisher import Publisher
+from stream_worker.envelopes.outgoing import Outgoing
 
 MARKET_KEY = "trades.linear.BTCUSDT"
 ACCOUNT_KEY = "order.linear"

@@ -47,7 +47,7 @@ def soak_topics(total: int) -> dict[Endpoint, list[str]]:
 
 async def soak_worker(firehose: str, rabbitmq: str, seconds: float, total: int, rate: int) -> None:
     from bench.clients import bench_worker
-    from stream_worker.publisher import Publisher
+    from stream_worker.broker.publisher import Publisher
 
     publisher = Publisher(rabbitmq, market_queue_max_length=20_000)
     service = f"soak-{os.getpid()}"

@@ -170,7 +170,7 @@ def _routing_key_pattern(channel_type: ChannelType) -> tuple[str, dict[str, Any]
 
 
 def _queue_arguments(channel_type: ChannelType) -> dict[str, Any]:
-    # Mirrors stream_worker/topology.py without importing it (the API never imports the worker).
+    # Mirrors stream_worker/broker/topology.py without importing it (the API never imports the worker).
     if channel_type in ACCOUNT_CHANNELS:
         return {"x-queue-type": "quorum"}
     return {

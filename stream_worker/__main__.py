@@ -12,11 +12,11 @@ from collections.abc import Callable
 from loguru import logger
 
 from shared.config import ConfigError, redact_url
-from stream_worker.connection import ConnectionSettings
+from stream_worker.broker.publisher import Publisher
+from stream_worker.exchange.connection import ConnectionSettings
 from stream_worker.logging import configure_logging
-from stream_worker.persistence import Store, create_engine
-from stream_worker.publisher import Publisher
 from stream_worker.settings import WorkerSettings
+from stream_worker.state.persistence import Store, create_engine
 from stream_worker.worker import Worker
 
 DB_TIMEOUT = 5.0

@@ -20,8 +20,8 @@ from shared.enums import Endpoint
 from stream_worker.bybit.events import Malformed, Push, Unknown
 from stream_worker.bybit.protocol import BybitProtocol
 from stream_worker.bybit.signing import Credentials
-from stream_worker.market import BookOutput, MarketState
-from stream_worker.normalize import Normalizer, PayloadError
+from stream_worker.envelopes.market import BookOutput, MarketState
+from stream_worker.envelopes.normalize import Normalizer, PayloadError
 
 
 class Replay:

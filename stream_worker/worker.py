@@ -19,8 +19,8 @@ from loguru import logger
 
 from shared.commands import Command, ResyncRequested, SubscriptionsChanged
 from shared.enums import Endpoint, SubscriptionStatus
-from stream_worker.account_sync import AccountSync
-from stream_worker.balances import BalanceWriter
+from stream_worker.broker.commands import CommandListener
+from stream_worker.broker.publisher import Publisher
 from stream_worker.bybit.events import (
     Authenticated,
     AuthRejected,
@@ -33,20 +33,20 @@ from stream_worker.bybit.events import (
 )
 from stream_worker.bybit.protocol import BybitProtocol
 from stream_worker.bybit.signing import Credentials
-from stream_worker.cluster import Cluster
-from stream_worker.commands import CommandListener
-from stream_worker.connection import Connection, ConnectionSettings
-from stream_worker.desired import Binding, DesiredSet, topic_changes
+from stream_worker.cluster.membership import MembershipStore, PrivateLease
+from stream_worker.cluster.ownership import Cluster
+from stream_worker.envelopes.market import BookOutput, MarketResult, MarketState
+from stream_worker.envelopes.normalize import Normalizer, PayloadError
 from stream_worker.errors import WorkerError
-from stream_worker.market import BookOutput, MarketResult, MarketState
-from stream_worker.membership import MembershipStore, PrivateLease
+from stream_worker.exchange.account_sync import AccountSync
+from stream_worker.exchange.connection import Connection, ConnectionSettings
+from stream_worker.exchange.rest import BybitRest
+from stream_worker.exchange.resync import AccountResync
 from stream_worker.metrics import PublishTally, serve_metrics, worker_registry
-from stream_worker.normalize import Normalizer, PayloadError
-from stream_worker.persistence import DATABASE_ERRORS, StateWriter, Store
-from stream_worker.publisher import Publisher
-from stream_worker.rest import BybitRest
-from stream_worker.resync import AccountResync
 from stream_worker.settings import WorkerSettings
+from stream_worker.state.balances import BalanceWriter
+from stream_worker.state.desired import Binding, DesiredSet, topic_changes
+from stream_worker.state.persistence import DATABASE_ERRORS, StateWriter, Store
 
 PUBLIC_ENDPOINTS = (Endpoint.SPOT, Endpoint.LINEAR, Endpoint.INVERSE, Endpoint.OPTION)
 NO_KEYS = "BYBIT_API_KEY/BYBIT_API_SECRET are not configured: private channels are unavailable"

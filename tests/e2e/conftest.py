@@ -18,10 +18,10 @@ from aio_pika.abc import AbstractIncomingMessage
 from control_api.settings import ApiSettings
 from shared.config import Secret
 from shared.events import ENVELOPE_DECODER, EventEnvelope
-from stream_worker.connection import ConnectionSettings
-from stream_worker.persistence import Store, create_engine
-from stream_worker.publisher import Publisher
+from stream_worker.broker.publisher import Publisher
+from stream_worker.exchange.connection import ConnectionSettings
 from stream_worker.settings import WorkerSettings
+from stream_worker.state.persistence import Store, create_engine
 from stream_worker.worker import Worker
 from tests.conftest import API_KEY
 from tests.fake_bybit import FakeBybit

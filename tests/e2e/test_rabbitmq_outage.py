@@ -13,9 +13,9 @@ import httpx
 
 from shared.enums import ChannelType, Endpoint
 from shared.routing import service_queue
-from stream_worker.outgoing import Outgoing
-from stream_worker.persistence import Store, create_engine
-from stream_worker.publisher import Publisher
+from stream_worker.broker.publisher import Publisher
+from stream_worker.envelopes.outgoing import Outgoing
+from stream_worker.state.persistence import Store, create_engine
 from stream_worker.worker import Worker
 from tests.e2e.conftest import FAST_SOCKETS, consuming, delete_queues, worker_settings
 from tests.fake_bybit import FakeBybit

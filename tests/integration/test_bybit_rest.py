@@ -9,8 +9,8 @@ import pytest
 
 from shared.enums import Category, ChannelType
 from stream_worker.bybit.signing import Credentials
-from stream_worker.rest import BybitRest, BybitRestError
-from stream_worker.resync import wanted_categories
+from stream_worker.exchange.rest import BybitRest, BybitRestError
+from stream_worker.exchange.resync import wanted_categories
 from tests.fake_bybit import FakeBybit
 
 

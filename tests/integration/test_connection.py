@@ -12,7 +12,7 @@ from shared.enums import Endpoint
 from stream_worker.bybit.events import AuthRejected, Event, Push, Subscribed, SubscribeRejected
 from stream_worker.bybit.protocol import BybitProtocol
 from stream_worker.bybit.signing import Credentials
-from stream_worker.connection import Connection, ConnectionSettings
+from stream_worker.exchange.connection import Connection, ConnectionSettings
 from tests.fake_bybit import FakeBybit
 from tests.support.waiting import wait_until
 

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from stream_worker.membership import MembershipStore
-from stream_worker.persistence import create_engine
+from stream_worker.cluster.membership import MembershipStore
+from stream_worker.state.persistence import create_engine
 from tests.support.waiting import wait_until
 
 

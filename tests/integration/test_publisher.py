@@ -19,10 +19,10 @@ from aiormq.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed
 from shared.enums import ChannelType
 from shared.events import ENVELOPE_DECODER, EVENT_CONTENT_TYPE, EventEnvelope
 from shared.routing import EVENTS_EXCHANGE, service_queue
+from stream_worker.broker.publisher import Publisher
+from stream_worker.broker.topology import queue_spec
+from stream_worker.envelopes.outgoing import Outgoing
 from stream_worker.errors import BrokerUnavailable, TopologyError
-from stream_worker.outgoing import Outgoing
-from stream_worker.publisher import Publisher
-from stream_worker.topology import queue_spec
 from tests.support.fault_proxy import FaultProxy, Mode
 from tests.support.waiting import wait_until
 

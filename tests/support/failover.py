@@ -25,7 +25,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from shared.enums import ChannelType, Endpoint
 from shared.events import ENVELOPE_DECODER
 from shared.routing import service_queue
-from stream_worker.assignment import owner_of
+from stream_worker.cluster.assignment import owner_of
 from tests.fake_bybit import FakeBybit
 from tests.support.cluster import TopicKey, exactly_once, live_subscriptions, subscribe_frames
 from tests.support.processes import Service, running

@@ -12,7 +12,7 @@ from pamqp.body import ContentBody
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
-from stream_worker.amqp_frames import FrameError, PublishFrames
+from stream_worker.broker.amqp_frames import FrameError, PublishFrames
 
 EXCHANGE = "ws-gateway.events"
 CONTENT_TYPE = "application/json"

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.enums import Endpoint
-from stream_worker.assignment import Assignment, owner_of
+from stream_worker.cluster.assignment import Assignment, owner_of
 
 PUBLIC = (Endpoint.SPOT, Endpoint.LINEAR, Endpoint.INVERSE, Endpoint.OPTION)
 TOPICS = {endpoint: {f"publicTrade.SYM{i}USDT" for i in range(15)} for endpoint in PUBLIC}  # 60 topics

@@ -6,7 +6,7 @@ import uuid
 
 from shared.commands import SubscriptionChange
 from shared.enums import Category, ChannelType, Endpoint
-from stream_worker.desired import Binding, DesiredSet, Want, topic_changes
+from stream_worker.state.desired import Binding, DesiredSet, Want, topic_changes
 
 
 def want(service: str, topic: str = "publicTrade.BTCUSDT", endpoint: Endpoint = Endpoint.LINEAR) -> Want:

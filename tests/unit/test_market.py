@@ -11,7 +11,7 @@ import pytest
 from shared.enums import Endpoint
 from shared.payloads import BookUpdate, Ticker, convert_payload
 from stream_worker.bybit.books import book_checksum
-from stream_worker.market import BookOutput, MarketResult, MarketState
+from stream_worker.envelopes.market import BookOutput, MarketResult, MarketState
 from tests.support.samples import compact, push_of, sample
 
 NOW, RECEIVED_MS, TRACE = 100.0, 1_700_000_000_000, "t-1"

@@ -12,8 +12,8 @@ import pytest
 from shared.enums import ChannelType, Endpoint
 from shared.events import ENVELOPE_DECODER
 from shared.payloads import Execution, Order, convert_payload
-from stream_worker.normalize import Normalized, Normalizer, PayloadError
-from stream_worker.outgoing import Outgoing
+from stream_worker.envelopes.normalize import Normalized, Normalizer, PayloadError
+from stream_worker.envelopes.outgoing import Outgoing
 from tests.support.samples import compact, push_of, sample, sample_text
 
 RECEIVED_MS = 1_700_000_000_123

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from shared.enums import Category, ChannelType, Endpoint, SubscriptionStatus
 from shared.schema import DesiredStateRow, SubscriptionRow, WorkerHeartbeatRow
 from stream_worker.backoff import Backoff
-from stream_worker.desired import DesiredSet, Want
+from stream_worker.state.desired import DesiredSet, Want
 
 TopicKey = tuple[Endpoint, str]
 StatusUpdate = tuple[SubscriptionStatus, str | None]  # the status and Bybit's reason for a failure

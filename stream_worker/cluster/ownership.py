@@ -17,9 +17,9 @@ from typing import Any
 from loguru import logger
 
 from shared.enums import Endpoint
-from stream_worker.assignment import Assignment, TopicKey
-from stream_worker.membership import ClusterView, MembershipStore, PrivateLease
-from stream_worker.persistence import DATABASE_ERRORS
+from stream_worker.cluster.assignment import Assignment, TopicKey
+from stream_worker.cluster.membership import ClusterView, MembershipStore, PrivateLease
+from stream_worker.state.persistence import DATABASE_ERRORS
 
 
 class Cluster:

@@ -15,9 +15,9 @@ import msgspec
 
 from shared.enums import Category, ChannelType, Endpoint
 from stream_worker.bybit.events import Push
-from stream_worker.normalize import Normalized, Normalizer, WalletUpdate
-from stream_worker.outgoing import Outgoing
-from stream_worker.rest import BybitRest, ListResult
+from stream_worker.envelopes.normalize import Normalized, Normalizer, WalletUpdate
+from stream_worker.envelopes.outgoing import Outgoing
+from stream_worker.exchange.rest import BybitRest, ListResult
 
 ALL_CATEGORIES: tuple[Category, ...] = (Category.LINEAR, Category.INVERSE, Category.SPOT, Category.OPTION)
 # Linear lists need a settle coin (or a symbol); these are the settle coins Bybit's linear contracts use.

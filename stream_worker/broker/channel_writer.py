@@ -23,7 +23,7 @@ import aiormq
 from aiormq.abc import ChannelFrame, ConfirmationFrameType
 from aiormq.exceptions import ChannelInvalidStateError
 
-from stream_worker.amqp_frames import PublishFrames
+from stream_worker.broker.amqp_frames import PublishFrames
 
 Confirmation = asyncio.Future[ConfirmationFrameType]
 

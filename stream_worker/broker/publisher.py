@@ -39,10 +39,8 @@ from shared.enums import ChannelType
 from shared.events import EVENT_CONTENT_TYPE, EventEnvelope
 from shared.routing import EVENTS_EXCHANGE
 from stream_worker.backoff import Backoff
-from stream_worker.channel_writer import ChannelWriter, Confirmation
-from stream_worker.errors import BrokerUnavailable, TopologyError
-from stream_worker.outgoing import Outgoing
-from stream_worker.topology import (
+from stream_worker.broker.channel_writer import ChannelWriter, Confirmation
+from stream_worker.broker.topology import (
     DEFAULT_MARKET_MAX_LENGTH,
     bind_queue,
     declare_exchange,
@@ -50,6 +48,8 @@ from stream_worker.topology import (
     queue_spec,
     unbind_queue,
 )
+from stream_worker.envelopes.outgoing import Outgoing
+from stream_worker.errors import BrokerUnavailable, TopologyError
 
 MARKET_BATCH = 256  # market messages per write burst; the pump waits for the socket once per burst
 FIRST_BACKOFF = 0.1

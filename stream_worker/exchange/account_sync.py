@@ -16,14 +16,14 @@ from typing import Any
 from loguru import logger
 
 from stream_worker.backoff import Backoff
-from stream_worker.balances import BalanceWriter
 from stream_worker.bybit.events import Authenticated, Event, Subscribed, SubscribeRejected
 from stream_worker.bybit.protocol import BybitProtocol
-from stream_worker.membership import PrivateLease
-from stream_worker.normalize import PayloadError
-from stream_worker.outgoing import Outgoing
-from stream_worker.rest import BybitRestError
-from stream_worker.resync import AccountResync
+from stream_worker.cluster.membership import PrivateLease
+from stream_worker.envelopes.normalize import PayloadError
+from stream_worker.envelopes.outgoing import Outgoing
+from stream_worker.exchange.rest import BybitRestError
+from stream_worker.exchange.resync import AccountResync
+from stream_worker.state.balances import BalanceWriter
 
 
 class AccountSync:

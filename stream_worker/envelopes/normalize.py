@@ -6,7 +6,7 @@ not know yet. `data` is split into its elements as `msgspec.Raw`, each element i
 decoded for the ids and times (`event_ids`). Consumers read payloads with `shared.payloads`.
 
 One event per trade, kline, liquidation, order update, execution, position and wallet coin. Tickers and order
-books are stateful (merged, validated) and go through `stream_worker.market` instead. Event ids: `event_ids`.
+books are stateful (merged, validated) and go through `stream_worker.envelopes.market` instead. Event ids: `event_ids`.
 
 Envelope fields:
 - `category`: the socket's for public data; the item's `category` for order, execution and position (the
@@ -37,8 +37,7 @@ from shared.events import EventEnvelope
 from shared.payloads import WalletAccount, decode_payload
 from shared.routing import event_routing_key, topic_variant
 from stream_worker.bybit.events import Push
-from stream_worker.errors import WorkerError
-from stream_worker.event_ids import (
+from stream_worker.envelopes.event_ids import (
     AccountView,
     CoinView,
     ExecutionView,
@@ -56,7 +55,8 @@ from stream_worker.event_ids import (
     position_event_id,
     trade_id_prefix,
 )
-from stream_worker.outgoing import Outgoing
+from stream_worker.envelopes.outgoing import Outgoing
+from stream_worker.errors import WorkerError
 
 PUBLIC_CHANNELS: dict[str, ChannelType] = {
     "publicTrade": ChannelType.TRADES,

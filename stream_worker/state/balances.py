@@ -25,8 +25,8 @@ from shared.schema import (
     AccountTotalsRow,
 )
 from stream_worker.backoff import Backoff
-from stream_worker.normalize import WalletUpdate
-from stream_worker.persistence import DATABASE_ERRORS, Store
+from stream_worker.envelopes.normalize import WalletUpdate
+from stream_worker.state.persistence import DATABASE_ERRORS, Store
 
 COIN_COLUMNS = tuple(column for _, column in (*COIN_DECIMAL_FIELDS, *COIN_BOOL_FIELDS))
 ACCOUNT_COLUMNS = tuple(column for _, column in ACCOUNT_DECIMAL_FIELDS)

@@ -25,8 +25,8 @@ from shared.routing import event_routing_key, topic_variant
 from stream_worker.bybit.books import BOOK_DATA, BookData, BookLevel, BookOutcomeKind, InvalidCause, OrderBook
 from stream_worker.bybit.events import Push
 from stream_worker.bybit.tickers import TickerCache, TickerOutcomeKind
-from stream_worker.event_ids import book_event_id, ticker_event_id
-from stream_worker.outgoing import Outgoing
+from stream_worker.envelopes.event_ids import book_event_id, ticker_event_id
+from stream_worker.envelopes.outgoing import Outgoing
 
 BOOK_PREFIX = "orderbook."
 TICKER_PREFIX = "tickers."
