@@ -96,19 +96,3 @@ class DesiredSet:
 
     def bindings(self) -> set[Binding]:
         return {want.binding for want in self._wants.values()}
-
-
-class TopicChanges(msgspec.Struct, frozen=True, kw_only=True):
-    subscribe: dict[Endpoint, set[str]]
-    unsubscribe: dict[Endpoint, set[str]]
-
-
-def topic_changes(actual: dict[Endpoint, set[str]], desired: dict[Endpoint, set[str]]) -> TopicChanges:
-    """What to subscribe (0 -> 1 subscribers) and unsubscribe (1 -> 0) to go from `actual` to `desired`."""
-    endpoints = set(actual) | set(desired)
-    subscribe = {e: desired.get(e, set()) - actual.get(e, set()) for e in endpoints}
-    unsubscribe = {e: actual.get(e, set()) - desired.get(e, set()) for e in endpoints}
-    return TopicChanges(
-        subscribe={e: t for e, t in subscribe.items() if t},
-        unsubscribe={e: t for e, t in unsubscribe.items() if t},
-    )

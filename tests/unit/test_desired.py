@@ -6,7 +6,7 @@ import uuid
 
 from shared.commands import SubscriptionChange
 from shared.enums import Category, ChannelType, Endpoint
-from stream_worker.state.desired import Binding, DesiredSet, Want, topic_changes
+from stream_worker.state.desired import Binding, DesiredSet, Want
 
 
 def want(service: str, topic: str = "publicTrade.BTCUSDT", endpoint: Endpoint = Endpoint.LINEAR) -> Want:
@@ -60,11 +60,3 @@ def test_topic_stays_wanted_until_the_last_subscriber_leaves() -> None:
 def test_same_topic_name_on_two_sockets_is_two_topics() -> None:
     desired = DesiredSet([want("a", endpoint=Endpoint.SPOT), want("a", endpoint=Endpoint.LINEAR)])
     assert desired.topics() == {Endpoint.SPOT: {"publicTrade.BTCUSDT"}, Endpoint.LINEAR: {"publicTrade.BTCUSDT"}}
-
-
-def test_topic_changes_subscribe_on_zero_to_one_and_unsubscribe_on_one_to_zero() -> None:
-    actual = {Endpoint.LINEAR: {"a", "b"}, Endpoint.SPOT: {"c"}}
-    desired = {Endpoint.LINEAR: {"b", "d"}, Endpoint.OPTION: {"e"}}
-    changes = topic_changes(actual, desired)
-    assert changes.subscribe == {Endpoint.LINEAR: {"d"}, Endpoint.OPTION: {"e"}}
-    assert changes.unsubscribe == {Endpoint.LINEAR: {"a"}, Endpoint.SPOT: {"c"}}
