@@ -121,7 +121,10 @@ class MarketState:
             data = BOOK_DATA.decode(push.data)
         except msgspec.DecodeError:  # we may have missed levels: the book cannot be trusted
             data = None
-        if data is None:
+        if data is None or push.type not in ("snapshot", "delta"):
+            # A frame without a type (or one we do not know) cannot be applied, and may have been a delta we
+            # needed: resync. Letting the book core raise here killed the socket's task and so the worker, on
+            # every worker serving the topic at once.
             outcome = slot.book.invalidate(InvalidCause.MALFORMED)
         else:
             outcome = slot.book.apply(push.type or "", data, ts=push.ts, cts=push.cts)
