@@ -69,6 +69,7 @@ class Faults:
         self.workers = workers
         self.max_outage = max_outage
         self.counts: Counter[str] = Counter()
+        self.log: list[tuple[float, str]] = []  # (wall clock, kind) of every fault, for reading logs beside
         self._capacity_rejection = capacity_rejection
         self._busy: set[str] = set()  # a link or worker with a fault in progress is left alone until repaired
         self._next_id = workers + 1
@@ -89,6 +90,7 @@ class Faults:
                 repair = await self.inject(kind)
                 if repair is not None:
                     self.counts[kind] += 1
+                    self.log.append((time.time(), kind))
                     repairs.create_task(repair)
 
     async def inject(self, kind: str) -> Repair | None:

@@ -22,6 +22,7 @@ import contextlib
 import random
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -73,12 +74,20 @@ async def converged(api: httpx.AsyncClient, fake: FakeBybit, wanted: set[TopicKe
     return all(set(counts) == wanted and set(counts.values()) <= {1} for counts in (reported, on_bybit))
 
 
+def _wall(ms: int | None = None) -> str:
+    """UTC wall-clock time, to line a report up with the processes' logs."""
+    stamp = time.time() if ms is None else ms / 1000
+    return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="milliseconds")
+
+
 def account_mismatches(fake: FakeBybit, view: AccountView) -> list[dict[str, Any]]:
     """Where a consumer's final account view differs from the fake's ledger (empty: equal)."""
     ledger, found = fake.ledger, []
     for row in ledger.executions:
         if f"execution:{row['execId']}" not in view.event_ids:
-            found.append({"class": "execution", "execId": row["execId"], "missing": True})
+            found.append(
+                {"class": "execution", "execId": row["execId"], "at": _wall(int(row["execTime"])), "missing": True}
+            )
     for order_id, row in ledger.orders.items():
         seen = view.orders.get(order_id)
         theirs = (row["orderStatus"], Decimal(row["cumExecQty"]))
@@ -139,6 +148,7 @@ async def chaos(
     rng = random.Random(seed)
     violations, subscriptions = Violations(), Subscriptions()
     started = time.monotonic()
+    timeline: dict[str, str] = {"started": _wall()}
     async with FakeBybit(accounts={BYBIT_KEY: BYBIT_SECRET}, push_interval=0.1, seed=seed) as fake:
         async with System(database_url, rabbitmq_url, log_dir, fake) as system, system.client() as api:
             consumers = {
@@ -169,6 +179,7 @@ async def chaos(
                         raise RuntimeError(f"the system did not start within {START_BOUND} s; logs in {log_dir}")
                     await asyncio.sleep(0.5)
                 setup_s = time.monotonic() - started
+                timeline["faults_started"] = _wall()
 
                 stop = asyncio.Event()
                 async with asyncio.TaskGroup() as load:
@@ -179,6 +190,7 @@ async def chaos(
 
                 await repair_everything(system, fake, workers)
                 repaired = time.monotonic()
+                timeline["repaired"] = _wall()
                 wanted = wanted_topics(subscriptions)
                 convergence_s: float | None = None
                 while time.monotonic() - repaired < CONVERGE_BOUND:
@@ -215,6 +227,7 @@ async def chaos(
                         violations.add(invariant, {"service": service, **mismatch})
                 await system.scrape_all()
                 observers_done = time.monotonic()
+                timeline["judged"] = _wall()
                 for task in watching:
                     task.cancel()
             holes = [hole for consumer in consumers.values() for hole in consumer.holes]
@@ -225,6 +238,8 @@ async def chaos(
             if how in ("worker_sigterm", "restart", "end") and code != 0:
                 violations.add("workers_exit_cleanly", {"worker": worker_id, "how": how, "exit_code": code})
 
+    events = sorted([*faults.log, *system.log])
+    (log_dir / "faults.log").write_text("".join(f"{_wall(int(at * 1000))} {what}\n" for at, what in events))
     checked: Counter[str] = Counter()
     for consumer in consumers.values():
         checked.update(consumer.counts)
@@ -259,6 +274,7 @@ async def chaos(
             "account_settle": ACCOUNT_SETTLE,
         },
         "after_faults_s": round(observers_done - repaired, 1),
+        "timeline_utc": timeline,
     }
 
 

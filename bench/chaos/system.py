@@ -105,6 +105,7 @@ class System:
         self.drops: list[DropRecord] = []
         self.kills: list[tuple[float, str]] = []  # SIGKILLs: whatever a killed worker held is lost uncounted
         self.exit_codes: list[tuple[str, str, int]] = []  # (worker id, how it was stopped, exit code)
+        self.log: list[tuple[float, str]] = []  # (wall clock, what happened to which worker)
         self.api_url = ""
         self._api: asyncio.subprocess.Process | None = None
         self._stack = AsyncExitStack()
@@ -190,11 +191,13 @@ class System:
         )
         process = await self._spawn("stream_worker", env, f"{worker_id}-{self._generation}")
         worker = WorkerProcess(worker_id, self._generation, process, port, time.monotonic())
+        self.log.append((time.time(), f"start {worker_id}-{self._generation}"))
         self.workers[worker_id] = worker
         return worker
 
     async def stop_worker(self, worker_id: str, signum: signal.Signals, *, how: str) -> None:
         worker = self.workers.pop(worker_id)
+        self.log.append((time.time(), f"{signum.name} {worker_id}-{worker.generation} ({how})"))
         if signum is signal.SIGTERM:
             await self.scrape(worker)  # its final counts, before it goes
         else:
