@@ -103,3 +103,36 @@ async def test_order_filled_while_disconnected_is_reported_closed_after_reconnec
             # The consumer's view of the order must end Filled, as the exchange's does.
             await wait_until(lambda: latest_status() == "Filled", timeout=15, what="the order reported Filled")
     await delete_queues(rabbitmq_url, queue)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="found by the chaos run: account state is re-synced over REST only after a (re)auth or a takeover, "
+    "so a push Bybit drops while the private socket stays up (a stall shorter than dead_after) is never "
+    "recovered; needs a periodic re-sync in stream_worker/exchange/account_sync.py",
+)
+async def test_fill_dropped_by_the_exchange_on_a_live_socket_is_recovered_by_a_later_resync(
+    api: httpx.AsyncClient, fake: FakeBybit, start_worker: Callable[..., Any], rabbitmq_url: str
+) -> None:
+    svc = f"svc-{uuid.uuid4().hex[:8]}"
+    queue = service_queue(svc, ChannelType.EXECUTION)
+    async with start_worker(dead_after=30.0) as worker:
+        response = await api.post(
+            "/api/v1/subscriptions", json={"requesting_service": svc, "channel_type": "execution"}
+        )
+        assert response.status_code == 201
+        private = worker.connections[Endpoint.PRIVATE]
+        await wait_until(lambda: "execution" in private.protocol.subscribed, what="subscribed")
+        await wait_until(lambda: resyncs(worker) >= 1, what="the first re-sync after auth")
+        async with consuming(rabbitmq_url, queue) as executions:
+            fake.stall("private")  # Bybit sends nothing for a moment: the fill pushed now is lost on the way
+            lost = await fake.push_account("execution", category="linear", symbol="BTCUSDT")
+            fake.unstall("private")
+            after = await fake.push_account("execution", category="linear", symbol="BTCUSDT")
+            await wait_until(
+                lambda: f"execution:{after['data'][0]['execId']}" in executions.ids(), what="the next fill, live"
+            )
+            assert private.reconnects == 0  # the socket never looked dead: nothing told the worker to re-sync
+            lost_id = f"execution:{lost['data'][0]['execId']}"
+            await wait_until(lambda: lost_id in executions.ids(), timeout=30, what="the dropped fill, re-synced")
+    await delete_queues(rabbitmq_url, queue)
