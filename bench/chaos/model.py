@@ -62,6 +62,8 @@ KNOWN = {
     "test_order_filled_while_disconnected_is_reported_closed_after_reconnect",
     "push_lost_on_live_socket": "tests/e2e/test_account_resync.py::"
     "test_fill_dropped_by_the_exchange_on_a_live_socket_is_recovered_by_a_later_resync",
+    "market_lost_in_flight_uncounted": "tests/integration/test_publisher.py::"
+    "test_market_events_written_just_before_a_link_cut_are_counted_as_lost",
 }
 SAMPLES = 3  # the first few of each: the earliest is the most telling
 
