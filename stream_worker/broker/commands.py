@@ -15,10 +15,10 @@ import msgspec
 from aiormq.exceptions import AMQPError
 from loguru import logger
 
+from shared.backoff import Backoff
 from shared.commands import COMMAND_DECODER, Command
 from shared.config import redact_url
 from shared.routing import COMMANDS_EXCHANGE
-from stream_worker.backoff import Backoff
 
 AMQP_ERRORS: tuple[type[Exception], ...] = (AMQPError, ConnectionError, OSError, TimeoutError)
 # A worker that is gone for good should not leave its queue behind forever.

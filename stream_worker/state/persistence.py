@@ -19,10 +19,10 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from shared.backoff import Backoff
 from shared.enums import Category, ChannelType, Endpoint, SubscriptionStatus
 from shared.heartbeat import WorkerHeartbeat
 from shared.schema import DesiredStateRow, SubscriptionRow, WorkerHeartbeatRow
-from stream_worker.backoff import Backoff
 from stream_worker.state.desired import DesiredSet, Want
 
 TopicKey = tuple[Endpoint, str]
