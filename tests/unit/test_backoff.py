@@ -28,7 +28,8 @@ async def test_retry_waits_out_listed_errors_with_growing_capped_delays_then_ret
         attempt, errors=(OSError,), backoff=backoff, on_error=lambda e, _d: reported.append(str(e)), sleep=sleep
     )
     assert (result, reported) == ("done", ["a", "b", "c"])
-    assert slept[0] <= 1.0 and all(delay <= 2.0 for delay in slept)
+    assert slept[0] <= 1.0
+    assert all(delay <= 2.0 for delay in slept)
     assert backoff.next_delay() <= 1.0, "a success resets the backoff to its first step"
 
 
