@@ -55,7 +55,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ws-gateway-api: configuration error: {error}", file=sys.stderr)
         raise SystemExit(2 if not options.check_config else 1) from None
     if options.check_config:
-        raise SystemExit(preflight.report("ws-gateway-api", asyncio.run(_check(settings))))
+        raise SystemExit(
+            preflight.report(
+                "ws-gateway-api",
+                asyncio.run(preflight.dependency_problems(settings.database_url, settings.rabbitmq_url)),
+            )
+        )
     configure_logging("control_api", settings.log_level, settings.log_format)
     logger.bind(host=settings.host, port=settings.port).info("starting control API")
     config = uvicorn.Config(
@@ -73,14 +78,6 @@ def main(argv: list[str] | None = None) -> None:
         logger.opt(exception=True).critical("control API crashed")
         raise SystemExit(1) from None
     logger.info("control API stopped")
-
-
-async def _check(settings: ApiSettings) -> list[str | None]:
-    return list(
-        await asyncio.gather(
-            preflight.postgres_problem(settings.database_url), preflight.rabbitmq_problem(settings.rabbitmq_url)
-        )
-    )
 
 
 if __name__ == "__main__":

@@ -61,6 +61,10 @@ async def rabbitmq_problem(url: str, timeout: float = 5.0) -> str | None:
     return None
 
 
+async def dependency_problems(database_url: str, rabbitmq_url: str) -> list[str | None]:
+    return list(await asyncio.gather(postgres_problem(database_url), rabbitmq_problem(rabbitmq_url)))
+
+
 def report(program: str, problems: Sequence[str | None], write: Callable[[str], object] | None = None) -> int:
     """Print one line per problem (or one line saying all is well); the exit code."""
     out = write or (lambda line: print(line, file=sys.stderr))

@@ -63,7 +63,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ws-gateway-worker: configuration error: {error}", file=sys.stderr)
         raise SystemExit(2 if not options.check_config else 1) from None
     if options.check_config:
-        raise SystemExit(preflight.report("ws-gateway-worker", asyncio.run(_check(settings))))
+        raise SystemExit(
+            preflight.report(
+                "ws-gateway-worker",
+                asyncio.run(preflight.dependency_problems(settings.database_url, settings.rabbitmq_url)),
+            )
+        )
     configure_logging("stream_worker", settings.log_level, settings.log_format)
     if not settings.has_credentials:
         logger.info("no BYBIT_API_KEY/BYBIT_API_SECRET: serving public market data only")
@@ -82,14 +87,6 @@ def main(argv: list[str] | None = None) -> None:
         logger.opt(exception=True).critical("stream worker crashed")
         raise SystemExit(1) from None
     logger.info("stream worker stopped")
-
-
-async def _check(settings: WorkerSettings) -> list[str | None]:
-    return list(
-        await asyncio.gather(
-            preflight.postgres_problem(settings.database_url), preflight.rabbitmq_problem(settings.rabbitmq_url)
-        )
-    )
 
 
 def _loop_factory(use_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop] | None:
