@@ -80,9 +80,6 @@ ACCOUNT_DECIMAL_FIELDS: tuple[tuple[str, str], ...] = (
     ("accountLTV", "account_ltv"),
 )
 
-SUBSCRIPTION_STATUSES = ("pending", "active", "failed", "cancelled")
-
-
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {
