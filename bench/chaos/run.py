@@ -267,8 +267,12 @@ async def chaos(
                 sample = {**hole.__dict__, "wall": _wall(int(hole.wall * 1000)), "counted": system.counted_drops()}
                 violations.add("market_loss_counted", sample)
         for worker_id, how, code in system.exit_codes:
-            if how in ("worker_sigterm", "restart", "end") and code != 0:
-                violations.add("workers_exit_cleanly", {"worker": worker_id, "how": how, "exit_code": code})
+            if how.split(" ")[0] in ("worker_sigterm", "restart", "end") and code != 0:
+                sample = {"worker": worker_id, "how": how, "exit_code": code}
+                if how.endswith("(still starting)"):
+                    violations.add_known("sigterm_before_handlers", sample)
+                else:
+                    violations.add("workers_exit_cleanly", sample)
 
     events = sorted([*faults.log, *system.log])
     (log_dir / "faults.log").write_text("".join(f"{_wall(int(at * 1000))} {what}\n" for at, what in events))

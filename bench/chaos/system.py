@@ -209,7 +209,11 @@ class System:
         except TimeoutError:
             worker.process.kill()
             code = await worker.process.wait()
-        self.exit_codes.append((worker_id, how, code))
+        started = "event loop running" in (self.log_dir / f"{worker_id}-{worker.generation}.stderr").read_text(
+            errors="replace"
+        )
+        # A worker signalled before its event loop runs has no handler yet (see model.KNOWN).
+        self.exit_codes.append((worker_id, how if started else f"{how} (still starting)", code))
         self.retired.append(worker)
 
     # ---- metrics ----------------------------------------------------------------------------------
