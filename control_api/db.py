@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from control_api.errors import DatabaseUnavailable
+from shared.config import postgres_engine_args
 
 # What "the database is unreachable" looks like from SQLAlchemy over asyncpg. Integrity and programming
 # errors are not here on purpose: they are bugs or conflicts, not outages.
@@ -34,13 +35,14 @@ def is_unavailable(error: BaseException) -> bool:
 
 
 def create_engine(database_url: str, timeout: float) -> AsyncEngine:
+    url, tls = postgres_engine_args(database_url)  # sslmode, sslrootcert: asyncpg takes them as `ssl`
     return create_async_engine(
-        database_url,
+        url,
         pool_size=10,
         max_overflow=10,
         pool_timeout=timeout,
         pool_pre_ping=True,  # a restarted PostgreSQL leaves dead pooled connections behind
-        connect_args={"timeout": timeout, "command_timeout": timeout},
+        connect_args={"timeout": timeout, "command_timeout": timeout, **tls},
     )
 
 

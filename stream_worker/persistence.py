@@ -20,6 +20,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from shared.config import postgres_engine_args
 from shared.enums import Category, ChannelType, Endpoint, SubscriptionStatus
 from shared.schema import DesiredStateRow, SubscriptionRow, WorkerHeartbeatRow
 from stream_worker.backoff import Backoff
@@ -32,13 +33,14 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (OSError, TimeoutError, sa_exc.DB
 
 
 def create_engine(database_url: str, timeout: float) -> AsyncEngine:
+    url, tls = postgres_engine_args(database_url)  # sslmode, sslrootcert: asyncpg takes them as `ssl`
     return create_async_engine(
-        database_url,
+        url,
         pool_size=3,
         max_overflow=2,
         pool_timeout=timeout,
         pool_pre_ping=True,
-        connect_args={"timeout": timeout, "command_timeout": timeout},
+        connect_args={"timeout": timeout, "command_timeout": timeout, **tls},
     )
 
 
