@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar.connection import ASGIConnection
@@ -110,31 +110,28 @@ class KeyGrant(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     services: list[ServiceName] = msgspec.field(default_factory=list)
 
 
-_GRANTS = msgspec.json.Decoder(dict[Annotated[str, msgspec.Meta(min_length=1)], KeyGrant])
-
-
 def parse_scoped_keys(name: str, raw: str) -> tuple[ApiKey, ...]:
-    """The keys of a JSON object `{key: {"role", "services"}}`; raises ConfigError naming `name`, never a key."""
+    """The keys of a JSON object `{key: {"role", "services"}}`; raises ConfigError naming `name` and the key's
+    id, never the key."""
     try:
-        grants = _GRANTS.decode(raw)
-    except msgspec.ValidationError as error:
-        # msgspec's message names the path (`$[...]`), which would quote the key: keep only what is wrong.
-        problem = str(error).split(" - at ")[0]
-        raise ConfigError(name, f"expected {{key: {{role, services}}}}: {problem}") from None
+        entries = msgspec.json.decode(raw)
     except msgspec.DecodeError:
         raise ConfigError(name, "not valid JSON") from None
+    if not isinstance(entries, dict):
+        raise ConfigError(name, "expected a JSON object {key: {role, services}}")
     keys: list[ApiKey] = []
-    for key, grant in grants.items():
-        scope = Scope(
-            key_id=key_id(key),
-            role=grant.role,
-            services=frozenset() if grant.role is Role.ADMIN else frozenset(grant.services),
-        )
-        if key != key.strip() or "," in key:
-            raise ConfigError(name, f"key {scope.key_id}: no spaces around it and no commas in it")
+    for key, entry in entries.items():
+        ident = key_id(key)
+        if not key or key != key.strip() or "," in key:
+            raise ConfigError(name, f"key {ident}: empty, or with spaces around it or a comma in it")
+        try:
+            grant = msgspec.convert(entry, KeyGrant)
+        except msgspec.ValidationError as error:
+            raise ConfigError(name, f"key {ident}: {error}") from None
         if grant.role is not Role.ADMIN and not grant.services:
-            raise ConfigError(name, f"key {scope.key_id}: a {grant.role.value} key needs at least one service")
-        keys.append(ApiKey(Secret(key), scope))
+            raise ConfigError(name, f"key {ident}: a {grant.role.value} key needs at least one service")
+        services = frozenset() if grant.role is Role.ADMIN else frozenset(grant.services)
+        keys.append(ApiKey(Secret(key), Scope(key_id=ident, role=grant.role, services=services)))
     return tuple(keys)
 
 
