@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import aio_pika
 import pytest
@@ -21,6 +19,7 @@ from shared.enums import ChannelType
 from shared.permissions import consumer_permissions, worker_permissions
 from shared.routing import EVENTS_EXCHANGE, service_queue
 from tests.support import services
+from tests.support.broker_users import BrokerUsers, as_user, broker_users
 from tests.support.waiting import wait_until
 
 OWN, OTHER = "svc-own", "svc-other"
@@ -36,28 +35,9 @@ def vhost() -> Iterator[tuple[str, str]]:
 
 
 @pytest.fixture
-def users() -> Iterator[list[str]]:
-    """Users a test makes; deleted afterwards."""
-    made: list[str] = []
-    yield made
-    for user in made:
-        subprocess.run(["rabbitmqctl", "-q", "delete_user", user], check=False, capture_output=True, timeout=60)
-
-
-def as_user(url: str, user: str, password: str) -> str:
-    parts = urlsplit(url)
-    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.hostname}:{parts.port or 5672}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def make_user(vhost: str, users: list[str], tmp_path: Path, service: str, *extra: str) -> tuple[str, str]:
-    user, password = f"wsg-test-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    users.append(user)
-    secret = tmp_path / f"{user}.password"
-    secret.write_text(password + "\n")
-    argv = ["rabbitmq-user", service, "--user", user, "--vhost", vhost, "--password-file", str(secret), *extra]
-    assert ws_gateway_admin.main(argv) == 0
-    return user, password
+def users(tmp_path: Path) -> Iterator[BrokerUsers]:
+    with broker_users(tmp_path) as made:
+        yield made
 
 
 @pytest.fixture
@@ -93,9 +73,9 @@ async def get_one(channel: AbstractChannel, queue_name: str) -> AbstractIncoming
 
 
 async def test_a_consumer_user_reads_its_own_queue_and_nothing_else(
-    vhost: tuple[str, str], users: list[str], tmp_path: Path, topology: AbstractRobustConnection
+    vhost: tuple[str, str], users: BrokerUsers, topology: AbstractRobustConnection
 ) -> None:
-    user, password = make_user(vhost[0], users, tmp_path, OWN)
+    user, password = users.make(vhost[0], OWN)
     async with await aio_pika.connect(as_user(vhost[1], user, password)) as connection:
         own = await get_one(await connection.channel(), service_queue(OWN, ChannelType.TRADES))
         assert own.body == b'{"event": 1}'
@@ -129,12 +109,12 @@ async def test_a_consumer_user_reads_its_own_queue_and_nothing_else(
 
 
 async def test_a_service_named_like_a_prefix_of_another_cannot_read_its_queues(
-    vhost: tuple[str, str], users: list[str], tmp_path: Path, topology: AbstractRobustConnection
+    vhost: tuple[str, str], users: BrokerUsers, topology: AbstractRobustConnection
 ) -> None:
     # `svc` must not read `svc.own`'s queues although `ws-gateway.svc.` is a prefix of them.
     admin = await topology.channel()
     await admin.declare_queue(service_queue("svc-own.x", ChannelType.TRADES), durable=True)
-    user, password = make_user(vhost[0], users, tmp_path, "svc-own")
+    user, password = users.make(vhost[0], "svc-own")
     async with await aio_pika.connect(as_user(vhost[1], user, password)) as connection:
         channel = await connection.channel()
         nested = await channel.declare_queue(service_queue("svc-own.x", ChannelType.TRADES), passive=True)
@@ -143,9 +123,9 @@ async def test_a_service_named_like_a_prefix_of_another_cannot_read_its_queues(
 
 
 async def test_running_the_command_again_updates_the_password_and_permissions(
-    vhost: tuple[str, str], users: list[str], tmp_path: Path, topology: AbstractRobustConnection
+    vhost: tuple[str, str], users: BrokerUsers, topology: AbstractRobustConnection, tmp_path: Path
 ) -> None:
-    user, old_password = make_user(vhost[0], users, tmp_path, OWN)
+    user, old_password = users.make(vhost[0], OWN)
     secret = tmp_path / "new.password"
     secret.write_text("a-new-password")
     argv = ["rabbitmq-user", OTHER, "--user", user, "--vhost", vhost[0], "--password-file", str(secret)]
