@@ -11,11 +11,12 @@ from litestar.params import FromQuery, QueryParameter
 from sqlalchemy import Select, select
 
 from control_api.audit import AuditAction, Caller
-from control_api.routes.common import MAX_EPOCH_MS, MAX_OFFSET, MAX_PAGE, Db, error_responses, paginate
+from control_api.routes.common import MAX_OFFSET, MAX_PAGE, Db, error_responses, paginate
 from shared.api import AuditEntry, AuditPage
 from shared.schema import AuditRow
 
 MAX_FILTER = 64
+MAX_AUDIT_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: the last instant a datetime can hold
 
 
 def entry_from_row(row: AuditRow) -> AuditEntry:
@@ -63,10 +64,10 @@ class AuditController(Controller):
         subscription_id: FromQuery[uuid.UUID | None] = None,
         trace_id: Text = None,
         start_ts: Annotated[
-            int | None, QueryParameter(ge=0, le=MAX_EPOCH_MS, description="inclusive, UTC epoch ms")
+            int | None, QueryParameter(ge=0, le=MAX_AUDIT_MS, description="inclusive, UTC epoch ms")
         ] = None,
         end_ts: Annotated[
-            int | None, QueryParameter(ge=0, le=MAX_EPOCH_MS, description="exclusive, UTC epoch ms")
+            int | None, QueryParameter(ge=0, le=MAX_AUDIT_MS, description="exclusive, UTC epoch ms")
         ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 100,
         offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
