@@ -68,9 +68,17 @@ class AuditedWrite:
         self._state = state
         self.service: str | None = None
         self.subscription_id: uuid.UUID | None = None
+        self._row: SubscriptionRow | None = None
         self.result = "ok"
         self.status = 200
         self.detail: dict[str, Any] = {}
+
+    @property
+    def row(self) -> SubscriptionRow:
+        """The subscription named by `write(subscription_id=...)`, locked for this transaction."""
+        if self._row is None:
+            raise TypeError("write() was not given a subscription_id")
+        return self._row
 
     def _target(self) -> None:
         self._state[TARGET_STATE] = (self.service, self.subscription_id)
@@ -81,19 +89,17 @@ class AuditedWrite:
         self._target()
         self.scope.require_write(service)
 
-    async def subscription(self, subscription_id: uuid.UUID) -> SubscriptionRow:
-        """The subscription, locked for this transaction; NotFound, or Forbidden if out of the key's scope."""
+    async def load(self, subscription_id: uuid.UUID) -> None:
         self.subscription_id = subscription_id
         self._target()
-        row = (
+        self._row = (
             await self.session.scalars(
                 select(SubscriptionRow).where(SubscriptionRow.id == subscription_id).with_for_update()
             )
         ).one_or_none()
-        if row is None:
+        if self._row is None:
             raise NotFound(f"no subscription {subscription_id}")
-        self.allow(row.requesting_service)
-        return row
+        self.allow(self._row.requesting_service)
 
     def done(self, result: str, status: int = 200, subscription_id: uuid.UUID | None = None, **detail: Any) -> None:
         """What to record when the transaction commits."""
@@ -115,18 +121,27 @@ class Access:
     async def write(
         self, *, service: str | None = None, subscription_id: uuid.UUID | None = None
     ) -> AsyncIterator[AuditedWrite]:
-        """Check the scope for `service` (or later, with `allow` / `subscription`), run the change and record it
-        in one transaction. The route must be marked `opt=audited(...)`: that names the action."""
+        """One transaction for a change to `service`'s subscriptions, or to the subscription `subscription_id`
+        (loaded and locked as `write.row`: 404 if missing), refused with a 403 unless the key may write that
+        service; the audit row is added to the same transaction on success, and a failure is recorded by the
+        after-exception hook. The route must be marked `opt=audited(...)`, which names the action:
+
+            @post("/{subscription_id:uuid}/snapshot", opt=audited(AuditAction.SNAPSHOT))
+            async def snapshot(self, subscription_id: FromPath[uuid.UUID], access: Caller) -> ...:
+                async with access.write(subscription_id=subscription_id) as write:
+                    ...  # write.row, write.session
+                    write.done("requested")
+        """
         action = self._request.route_handler.opt.get(AUDIT_OPT)
         if not isinstance(action, AuditAction):
             raise TypeError(f"{self._request.route_handler} writes without opt=audited(...)")
         state = self._request.scope.setdefault("state", {})
         async with self._db.transaction() as session:
             write = AuditedWrite(session, self.scope, state)
-            if subscription_id is not None:
-                write.subscription_id = subscription_id
             if service is not None:
                 write.allow(service)
+            if subscription_id is not None:
+                await write.load(subscription_id)
             yield write
             session.add(
                 AuditRow(

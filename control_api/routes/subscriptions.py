@@ -210,10 +210,9 @@ class SubscriptionController(Controller):
         self, request: Request[Any, Any, Any], subscription_id: FromPath[uuid.UUID], access: Caller, relay: Relay
     ) -> Subscription:
         async with access.write(subscription_id=subscription_id) as write:
-            existing = await write.subscription(subscription_id)
-            if not existing.is_active:
+            if not write.row.is_active:
                 write.done("unchanged")
-                return subscription_from_row(existing)
+                return subscription_from_row(write.row)
             row = (await write.session.scalars(_cancel(SubscriptionRow.id == subscription_id))).one()
             await record_change(write.session, [change_of(row, "cancelled")], trace_id_of(request))
             write.done("cancelled")

@@ -15,6 +15,8 @@ from litestar.routes import HTTPRoute
 from loguru import logger
 
 from control_api.app import create_app
+from control_api.audit import AUDIT_OPT, AuditAction
+from control_api.ratelimit import WRITE_METHODS
 from control_api.security import key_id, parse_scoped_keys
 from control_api.settings import ApiSettings
 from tests.conftest import API_KEY
@@ -113,6 +115,20 @@ def api_routes(settings: ApiSettings) -> set[tuple[str, str]]:
 
 def test_every_api_route_and_method_is_covered_by_the_scope_tests(api_settings: ApiSettings) -> None:
     assert api_routes(api_settings) == set(OUT_OF_SCOPE) | FILTERED
+
+
+def test_every_write_route_is_marked_for_the_audit_trail(api_settings: ApiSettings) -> None:
+    handlers = [
+        (method, route.path, handler)
+        for route in create_app(api_settings).routes
+        if isinstance(route, HTTPRoute)
+        for handler in route.route_handlers
+        for method in handler.http_methods
+        if method in WRITE_METHODS
+    ]
+    assert len(handlers) >= 3
+    for method, path, handler in handlers:
+        assert isinstance(handler.opt.get(AUDIT_OPT), AuditAction), (method, path)
 
 
 @pytest.mark.parametrize("key", [WRITE_A, READ_A], ids=["write-key", "read-key"])
