@@ -18,7 +18,7 @@ from typing import Any
 
 from litestar import Request
 from litestar.di import NamedDependency
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 from litestar.types import Scope as AsgiScope
 from loguru import logger
@@ -176,10 +176,12 @@ def _outcome(exc: Exception) -> tuple[int, str]:
     """The status the caller gets (as the error handlers answer it) and the error code."""
     if isinstance(exc, ApiError):
         return exc.status_code, exc.code
+    if isinstance(exc, ValidationException):
+        return 400, "validation_error"
     if isinstance(exc, HTTPException):
         if exc.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
             return 400, "body_too_large"
-        return exc.status_code, "validation_error" if exc.status_code == 400 else "http_error"
+        return exc.status_code, "malformed_request" if exc.status_code == 400 else "http_error"
     return 500, "internal_error"
 
 

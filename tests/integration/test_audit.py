@@ -82,6 +82,7 @@ async def test_audit_rows_match_the_writes_exactly_including_refused_and_failed_
     ]
     assert rows[1]["detail"] == {"endpoint": "linear", "topic": "publicTrade.BTCUSDT"}
     assert rows[3]["detail"] == {"code": "forbidden"}
+    assert (rows[5]["detail"], rows[6]["detail"]) == ({"code": "validation_error"}, {"code": "malformed_request"})
     assert rows[-1]["detail"] == {"cancelled": 1}
     assert {row["role"] for row in rows} == {"admin", "write", "read"}
     assert all(len(row["trace_id"]) >= 8 for row in rows)
