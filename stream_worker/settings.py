@@ -85,8 +85,8 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
             # One late renewal must not look like a death: at least two renewals fit in a lease.
             raise ConfigError("WS_GATEWAY_LEASE_RENEW_INTERVAL", "must be at most half of WS_GATEWAY_LEASE_TTL")
         return cls(
-            database_url=env.url("DATABASE_URL", d.database_url, ("postgresql+asyncpg",)),
-            rabbitmq_url=env.url("RABBITMQ_URL", d.rabbitmq_url, ("amqp", "amqps")),
+            database_url=env.postgres_url("DATABASE_URL", d.database_url),
+            rabbitmq_url=env.amqp_url("RABBITMQ_URL", d.rabbitmq_url),
             bybit_environment=environment,
             public_ws_url=public_ws,
             private_ws_url=private_ws,
