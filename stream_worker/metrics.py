@@ -287,11 +287,26 @@ class WorkerCollector(Collector):
             "Order books declared invalid, by category and cause",
             labels=["category", "cause"],
         )
+        malformed = CounterMetricFamily(
+            f"{PREFIX}_malformed_market_pushes",
+            "Book and ticker pushes that could not be read (state dropped, resubscribed), by category and kind",
+            labels=["category", "kind"],
+        )
+        gaps_ignored = CounterMetricFamily(
+            f"{PREFIX}_book_gaps_ignored",
+            "Book deltas applied across a jump in u because WS_GATEWAY_BOOK_GAP_CHECK is off",
+            labels=["category"],
+        )
         for endpoint, market in self._worker.markets.items():
             for key, count in sorted(market.counters.items()):
                 if key.startswith("book_invalid:"):
                     invalid.add_metric([endpoint.value, key.removeprefix("book_invalid:")], count)
+                elif key.startswith("malformed:"):
+                    malformed.add_metric([endpoint.value, key.removeprefix("malformed:")], count)
+            gaps_ignored.add_metric([endpoint.value], market.counters["book:gap_ignored"])
         yield invalid
+        yield malformed
+        yield gaps_ignored
 
 
 def worker_registry(worker: MetricsSource, tally: PublishTally) -> CollectorRegistry:

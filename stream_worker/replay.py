@@ -20,7 +20,7 @@ from shared.enums import Endpoint
 from stream_worker.bybit.events import Malformed, Push, Unknown
 from stream_worker.bybit.protocol import BybitProtocol
 from stream_worker.bybit.signing import Credentials
-from stream_worker.envelopes.market import BookOutput, MarketState
+from stream_worker.envelopes.market import BookOutput, MarketResult, MarketState
 from stream_worker.envelopes.normalize import Normalizer, PayloadError
 
 
@@ -49,18 +49,19 @@ class Replay:
                 match event:
                     case Push():
                         self._push(event, float(index))
-                    case Malformed(kind=kind) | Unknown(kind=kind):
-                        self.counters[f"frames:{type(event).__name__.lower()}:{kind}"] += 1
+                    case Malformed(kind=kind, topic=topic):
+                        self.counters[f"frames:malformed:{kind}"] += 1
+                        if topic is not None and self.market is not None and self.market.handles(topic):
+                            now = float(index)
+                            self._collect(self.market.on_unreadable(topic, now=now, received_ms=0, trace_id="replay"))
+                    case Unknown(kind=kind):
+                        self.counters[f"frames:unknown:{kind}"] += 1
                     case _:
                         self.counters[f"control:{type(event).__name__}"] += 1
 
     def _push(self, push: Push, now: float) -> None:
         if self.market is not None and self.market.handles(push.topic):
-            result = self.market.on_push(push, now=now, received_ms=0, trace_id="replay")
-            for item in result.events:
-                self.published[item.envelope.event_type] += 1
-            for topic in result.resubscribe:
-                self.resubscribes[topic] += 1
+            self._collect(self.market.on_push(push, now=now, received_ms=0, trace_id="replay"))
             return
         try:
             normalized = self.normalizer.normalize(push, received_ms=0, trace_id="replay")
@@ -69,6 +70,12 @@ class Replay:
             return
         for item in normalized.events:
             self.published[item.envelope.event_type] += 1
+
+    def _collect(self, result: MarketResult) -> None:
+        for item in result.events:
+            self.published[item.envelope.event_type] += 1
+        for topic in result.resubscribe:
+            self.resubscribes[topic] += 1
 
     def report(self) -> dict[str, Any]:
         books = {}

@@ -51,6 +51,9 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     book_top_levels: int = 25
     book_checksum_levels: int = 25
     snapshot_timeout: float = 5.0  # an invalid book with no fresh snapshot after this long is resubscribed again
+    # A delta whose `u` is not the last + 1 is a gap (resync). Bybit documents that rule only for orderbook.full;
+    # off, a jump is applied and counted (`gap_ignored`): the fallback PROTOCOL.md §7.3 asks for (AUDIT C6).
+    book_gap_check: bool = True
     market_queue_max_length: int = DEFAULT_MARKET_MAX_LENGTH  # per market-data queue; the oldest are dropped beyond it
     shutdown_grace: float = 10.0
     metrics_host: str = "127.0.0.1"
@@ -116,6 +119,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
                 "WS_GATEWAY_BOOK_CHECKSUM_LEVELS", d.book_checksum_levels, minimum=1, maximum=1000
             ),
             snapshot_timeout=env.number("WS_GATEWAY_SNAPSHOT_TIMEOUT", d.snapshot_timeout, minimum=0.1, maximum=300),
+            book_gap_check=env.flag("WS_GATEWAY_BOOK_GAP_CHECK", d.book_gap_check),
             market_queue_max_length=env.integer(
                 "WS_GATEWAY_MARKET_QUEUE_MAX_LENGTH", d.market_queue_max_length, minimum=1, maximum=100_000_000
             ),

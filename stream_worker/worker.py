@@ -85,6 +85,7 @@ class Worker:
                 top_levels=settings.book_top_levels,
                 checksum_levels=settings.book_checksum_levels,
                 snapshot_timeout=settings.snapshot_timeout,
+                gap_check=settings.book_gap_check,
             )
             for endpoint in PUBLIC_ENDPOINTS
         }
