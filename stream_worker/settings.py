@@ -56,6 +56,9 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     book_gap_check: bool = True
     market_queue_max_length: int = DEFAULT_MARKET_MAX_LENGTH  # per market-data queue; the oldest are dropped beyond it
     shutdown_grace: float = 10.0
+    # The publisher or the command listener may be away from RabbitMQ this long before the worker reports
+    # itself unhealthy (heartbeat, /health 503, ws_gateway_worker_healthy 0): a broker restart is not a page.
+    broker_grace: float = 10.0
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464  # Prometheus scrape endpoint (GET /metrics); 0 serves none
     log_level: str = "info"
@@ -124,6 +127,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
                 "WS_GATEWAY_MARKET_QUEUE_MAX_LENGTH", d.market_queue_max_length, minimum=1, maximum=100_000_000
             ),
             shutdown_grace=env.number("WS_GATEWAY_SHUTDOWN_GRACE", d.shutdown_grace, minimum=0, maximum=600),
+            broker_grace=env.number("WS_GATEWAY_BROKER_GRACE", d.broker_grace, minimum=0, maximum=3600),
             metrics_host=env.text("WS_GATEWAY_WORKER_METRICS_HOST", d.metrics_host),
             metrics_port=env.integer("WS_GATEWAY_WORKER_METRICS_PORT", d.metrics_port, minimum=0, maximum=65535),
             log_level=env.choice("LOG_LEVEL", d.log_level, ("debug", "info", "warning", "error")),

@@ -168,6 +168,7 @@ class Worker:
             dispatcher=self.dispatcher,
             cluster=self.cluster,
             account_sync=self.account_sync,
+            broker_grace=settings.broker_grace,
         )
         self.metrics = worker_registry(self, self.published)
 
