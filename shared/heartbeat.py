@@ -22,6 +22,7 @@ class SocketHealth(msgspec.Struct, kw_only=True):
     reconnects: int = 0
     auth_failures: int = 0
     last_end_reason: str | None = None  # may quote an exception: never shown to anonymous callers
+    conn_id: str | None = None  # Bybit's id of the current or last socket, to quote to Bybit's support
     detail: str | None = None  # why a wanted socket cannot exist (no API keys)
 
 

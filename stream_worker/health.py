@@ -87,6 +87,7 @@ class Health:
                 reconnects=connection.reconnects,
                 auth_failures=connection.auth_failures,
                 last_end_reason=connection.last_end_reason,
+                conn_id=connection.conn_id,
             )
         desired = self._convergence.desired.topics()
         if desired.get(Endpoint.PRIVATE) and Endpoint.PRIVATE not in self._connections:

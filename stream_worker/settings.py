@@ -75,9 +75,15 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
         d = cls()  # every default is stated once, on the fields above
         environment = env.choice("BYBIT_ENVIRONMENT", d.bybit_environment, tuple(BYBIT_HOSTS))
         public_ws, private_ws, rest = BYBIT_HOSTS[environment]
-        ws_override = env.optional_text("BYBIT_WS_URL")
-        if ws_override is not None:
-            public_ws = private_ws = env.url("BYBIT_WS_URL", ws_override, ("ws", "wss")).rstrip("/")
+        # Most specific wins: BYBIT_PUBLIC_WS_URL / BYBIT_PRIVATE_WS_URL, then the shared BYBIT_WS_URL, then the
+        # environment's hosts. Separate, because demo's private host serves no public data (demo.mdx) and a
+        # regional host may serve only one of the two.
+        if env.optional_text("BYBIT_WS_URL") is not None:
+            public_ws = private_ws = env.url("BYBIT_WS_URL", public_ws, ("ws", "wss")).rstrip("/")
+        if env.optional_text("BYBIT_PUBLIC_WS_URL") is not None:
+            public_ws = env.url("BYBIT_PUBLIC_WS_URL", public_ws, ("ws", "wss")).rstrip("/")
+        if env.optional_text("BYBIT_PRIVATE_WS_URL") is not None:
+            private_ws = env.url("BYBIT_PRIVATE_WS_URL", private_ws, ("ws", "wss")).rstrip("/")
         if env.optional_text("BYBIT_REST_URL") is not None:
             rest = env.url("BYBIT_REST_URL", rest, ("http", "https")).rstrip("/")
         api_key, api_secret = env.secret("BYBIT_API_KEY"), env.secret("BYBIT_API_SECRET")

@@ -85,6 +85,8 @@ class Connection:
         self.auth_failures = 0
         self.last_end_reason: str | None = None
         self.connected_since: float | None = None
+        # Bybit's id of the current (or, once closed, the last) socket: its support asks for it (§2.1).
+        self.conn_id: str | None = None
 
     # -- desired topics: called by the worker's reconciler -------------------------------------------------
 
@@ -122,6 +124,7 @@ class Connection:
                 )
             except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as error:
                 reason = f"connect failed: {type(error).__name__}"
+                self.conn_id = None
                 await self._pause(reason, self._backoff)
                 continue
             self.connects += 1
@@ -142,14 +145,15 @@ class Connection:
 
     async def _pause(self, reason: str, backoff: Backoff) -> None:
         delay = backoff.next_delay()
-        logger.bind(endpoint=self.endpoint.value, reason=reason, retry_in_s=round(delay, 2)).warning(
-            "bybit socket down; reconnecting"
-        )
+        logger.bind(
+            endpoint=self.endpoint.value, reason=reason, retry_in_s=round(delay, 2), conn_id=self.conn_id
+        ).warning("bybit socket down; reconnecting")
         await self._sleep(delay)
 
     async def _session(self, socket: ClientConnection) -> str:
         started = self._clock()
         self.connected_since = started
+        self.conn_id = None
         self.protocol.connection_made(started, int(self._wall() * 1000))
         logger.bind(endpoint=self.endpoint.value, connects=self.connects).info("bybit socket connected")
         if self._on_connected is not None:
@@ -185,6 +189,12 @@ class Connection:
         async for message in socket:
             events = self.protocol.receive(message, self._clock())
             if events:
+                if self.conn_id is None and self.protocol.conn_id is not None:
+                    # Learned from the reply to our first ping, a few ms after the connect line above.
+                    self.conn_id = self.protocol.conn_id
+                    logger.bind(endpoint=self.endpoint.value, connects=self.connects, conn_id=self.conn_id).info(
+                        "bybit socket identified"
+                    )
                 await self._dispatch(events)
             if self.protocol.has_frames_to_send:  # acks trigger follow-up ops: send them without a tick's delay
                 self._wake.set()
