@@ -59,6 +59,10 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     # The publisher or the command listener may be away from RabbitMQ this long before the worker reports
     # itself unhealthy (heartbeat, /health 503, ws_gateway_worker_healthy 0): a broker restart is not a page.
     broker_grace: float = 10.0
+    # Incident capture: every raw Bybit frame in and op out, per socket, as rotating gzip JSON lines. "" is off.
+    capture_dir: str = ""
+    capture_file_bytes: int = 64 * 1024 * 1024  # a capture file is rotated past this many compressed bytes
+    capture_total_bytes: int = 1024 * 1024 * 1024  # the oldest capture files are deleted beyond this in all
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464  # Prometheus scrape endpoint (GET /metrics); 0 serves none
     log_level: str = "info"
@@ -96,6 +100,14 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
         if lease_renew > lease_ttl / 2:
             # One late renewal must not look like a death: at least two renewals fit in a lease.
             raise ConfigError("WS_GATEWAY_LEASE_RENEW_INTERVAL", "must be at most half of WS_GATEWAY_LEASE_TTL")
+        capture_file = env.integer(
+            "WS_GATEWAY_CAPTURE_FILE_BYTES", d.capture_file_bytes, minimum=65_536, maximum=1 << 40
+        )
+        capture_total = env.integer(
+            "WS_GATEWAY_CAPTURE_TOTAL_BYTES", d.capture_total_bytes, minimum=65_536, maximum=1 << 50
+        )
+        if capture_total < capture_file:
+            raise ConfigError("WS_GATEWAY_CAPTURE_TOTAL_BYTES", "must be at least WS_GATEWAY_CAPTURE_FILE_BYTES")
         return cls(
             database_url=env.url("DATABASE_URL", d.database_url, ("postgresql+asyncpg",)),
             rabbitmq_url=env.url("RABBITMQ_URL", d.rabbitmq_url, ("amqp", "amqps")),
@@ -134,6 +146,9 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
             ),
             shutdown_grace=env.number("WS_GATEWAY_SHUTDOWN_GRACE", d.shutdown_grace, minimum=0, maximum=600),
             broker_grace=env.number("WS_GATEWAY_BROKER_GRACE", d.broker_grace, minimum=0, maximum=3600),
+            capture_dir=env.optional_text("WS_GATEWAY_CAPTURE_DIR") or d.capture_dir,
+            capture_file_bytes=capture_file,
+            capture_total_bytes=capture_total,
             metrics_host=env.text("WS_GATEWAY_WORKER_METRICS_HOST", d.metrics_host),
             metrics_port=env.integer("WS_GATEWAY_WORKER_METRICS_PORT", d.metrics_port, minimum=0, maximum=65535),
             log_level=env.choice("LOG_LEVEL", d.log_level, ("debug", "info", "warning", "error")),

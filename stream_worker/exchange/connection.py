@@ -22,6 +22,7 @@ from shared.backoff import Backoff
 from shared.enums import Endpoint
 from stream_worker.bybit.events import AckTimeout, AuthRejected, Dead, Event
 from stream_worker.bybit.protocol import BybitProtocol
+from stream_worker.exchange.capture import SocketCapture
 
 TICK_SECONDS = 0.5  # how often the core's timers (ping due, dead socket, ack timeout) are checked
 # A session that stayed up this long was healthy: the next reconnect starts from the first backoff step.
@@ -65,8 +66,10 @@ class Connection:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        capture: SocketCapture | None = None,
     ) -> None:
         self.protocol = protocol
+        self._capture = capture  # WS_GATEWAY_CAPTURE_DIR: every frame in and out, for replay
         self.endpoint = protocol.endpoint
         self.url = url
         self._on_event = on_event
@@ -154,6 +157,8 @@ class Connection:
         started = self._clock()
         self.connected_since = started
         self.conn_id = None
+        if self._capture is not None:
+            self._capture.opened()
         self.protocol.connection_made(started, int(self._wall() * 1000))
         logger.bind(endpoint=self.endpoint.value, connects=self.connects).info("bybit socket connected")
         if self._on_connected is not None:
@@ -175,6 +180,8 @@ class Connection:
             reason = "connection lost"
         finally:
             self.connected_since = None
+            if self._capture is not None:
+                self._capture.closed(reason, self.conn_id)
             self.protocol.connection_lost()
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self._settings.close_timeout):
@@ -186,7 +193,10 @@ class Connection:
         return reason
 
     async def _read(self, socket: ClientConnection) -> None:
+        capture = self._capture
         async for message in socket:
+            if capture is not None:
+                capture.received(message)
             events = self.protocol.receive(message, self._clock())
             if events:
                 if self.conn_id is None and self.protocol.conn_id is not None:
@@ -202,17 +212,21 @@ class Connection:
 
     async def _pump(self, socket: ClientConnection) -> None:
         while True:
-            for frame in self.protocol.frames_to_send():
-                await socket.send(frame)
+            await self._send_queued(socket)
             events = self.protocol.tick(self._clock())
             if events:
                 await self._dispatch(events)
-            for frame in self.protocol.frames_to_send():
-                await socket.send(frame)
+            await self._send_queued(socket)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(TICK_SECONDS):
                     await self._wake.wait()
+
+    async def _send_queued(self, socket: ClientConnection) -> None:
+        for frame in self.protocol.frames_to_send():
+            if self._capture is not None:
+                self._capture.sent(frame)
+            await socket.send(frame)
 
     async def _dispatch(self, events: list[Event]) -> None:
         for event in events:
