@@ -64,3 +64,7 @@ async def test_a_capture_replays_to_the_workers_own_books_and_counters(
     assert report["counters"]["sessions"] == 2  # the first socket and the one after the drop
     assert report["counters"]["ops_sent"] >= 7  # three subscribes twice, the gap's resubscribe, pings
     assert report["published"]["book_invalid"] == 2  # the gap, and the reconnect of a live book
+    print(
+        f"\ncapture files={len(files)} frames={report['counters']['frames']} ops_sent={report['counters']['ops_sent']} "
+        f"published={report['published']} book u={replayed['u']}"
+    )
