@@ -58,6 +58,7 @@ class TopicState(msgspec.Struct, frozen=True, kw_only=True):
 
 class WorkerState(msgspec.Struct, frozen=True, kw_only=True):
     status: str  # "unknown" | "up" | "stale" | "degraded", as in /health
+    detail: str | None = None  # why, in the worker's own words (our fixed sentences: no URLs, no exception texts)
     heartbeat_age_s: float | None = None
     heartbeat_ms: int | None = None  # when the counters below were taken: the page's clock for rates
     sockets: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
@@ -154,6 +155,7 @@ async def gather_status(db: Database, stale_after: float, scope: Scope | None = 
     sockets = {name: _pick(msgspec.to_builtins(values), SOCKET_FIELDS) for name, values in reported.items()}
     worker = WorkerState(
         status=health.status,
+        detail=health.detail,
         heartbeat_age_s=health.heartbeat_age_s,
         heartbeat_ms=heartbeat_ms or None,
         sockets=sockets,
@@ -265,7 +267,7 @@ function render(status) {
 
   const w = document.getElementById("worker");
   w.replaceChildren(badge(worker.status, worker.status === "unknown" ? null : worker.status === "up"),
-    el("span", "heartbeat age " + age(worker.heartbeat_age_s)));
+    el("span", "heartbeat age " + age(worker.heartbeat_age_s) + (worker.detail ? "; " + worker.detail : "")));
 
   fill(document.getElementById("members"), ["worker", "lease", "lease age", "topics", "private stream", "sockets"],
     (status.members || []).map(m => row([
