@@ -37,6 +37,7 @@ async def serve(settings: WorkerSettings) -> None:
                 settings.rabbitmq_url,
                 reconnect_cap=settings.reconnect_cap,
                 market_queue_max_length=settings.market_queue_max_length,
+                publish_path=settings.publish_path,
             ),
             connection_settings=ConnectionSettings(
                 backoff_cap=settings.reconnect_cap,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import msgspec
 
 from shared.config import ConfigError, EnvReader, Secret
 from shared.routing import DEFAULT_MARKET_MAX_LENGTH
+from stream_worker.broker.publish_path import PUBLISH_PATHS, PublishPath
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -52,6 +54,8 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     book_checksum_levels: int = 25
     snapshot_timeout: float = 5.0  # an invalid book with no fresh snapshot after this long is resubscribed again
     market_queue_max_length: int = DEFAULT_MARKET_MAX_LENGTH  # per market-data queue; the oldest are dropped beyond it
+    # auto: the batched fast path if aiormq's internals check out at start-up, else aiormq's public basic_publish
+    publish_path: PublishPath = "auto"
     shutdown_grace: float = 10.0
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464  # Prometheus scrape endpoint (GET /metrics); 0 serves none
@@ -119,6 +123,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
             market_queue_max_length=env.integer(
                 "WS_GATEWAY_MARKET_QUEUE_MAX_LENGTH", d.market_queue_max_length, minimum=1, maximum=100_000_000
             ),
+            publish_path=cast(PublishPath, env.choice("WS_GATEWAY_PUBLISH_PATH", d.publish_path, PUBLISH_PATHS)),
             shutdown_grace=env.number("WS_GATEWAY_SHUTDOWN_GRACE", d.shutdown_grace, minimum=0, maximum=600),
             metrics_host=env.text("WS_GATEWAY_WORKER_METRICS_HOST", d.metrics_host),
             metrics_port=env.integer("WS_GATEWAY_WORKER_METRICS_PORT", d.metrics_port, minimum=0, maximum=65535),
