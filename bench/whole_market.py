@@ -16,8 +16,10 @@ send time, ms) to consumer receipt. Each run reports, from the end of a warm-up 
 received, worker CPU µs per message (all workers' CPU time over all their messages), messages/s per worker
 core, RabbitMQ's CPU (its `beam.smp` process, whole), worker RSS per 1,000 topics, p50/p99 latency, and loss:
 events the workers published that the consumer never received (after a drain), beside those the workers
-dropped themselves (buffer full, counted). Fractions are interleaved over `--runs` repeats in one invocation.
-Writes `bench/results/whole_market.json` and `bench/results/whole_market.png`.
+dropped themselves (buffer full, counted).
+Fractions and publish coalescing windows (`--coalesce-us 0,500`, the worker's
+`WS_GATEWAY_PUBLISH_COALESCE_US`) are interleaved over `--runs` repeats in one invocation, so their ratios are
+same-run ratios. Writes `bench/results/whole_market.json` and `bench/results/whole_market.png`.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ PER_SYMBOL = {Endpoint.LINEAR: 50 + 10 + 4, Endpoint.SPOT: 50 + 20 + 4}
 KINDS = ("orderbook.50.{}", "tickers.{}", "publicTrade.{}")
 KEYS = ((ChannelType.TRADES, "trades.#"), (ChannelType.ORDERBOOK, "orderbook.#"), (ChannelType.TICKER, "ticker.#"))
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+LINE = 1 << 26  # the consumer prints a second's latencies on one line
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -78,11 +81,13 @@ def broker_pid() -> int | None:
 # -- the worker process ----------------------------------------------------------------------------------------
 
 
-async def worker_main(firehose: str, rabbitmq: str, service: str, share: dict[str, Any], seconds: float) -> None:
+async def worker_main(
+    firehose: str, rabbitmq: str, service: str, share: dict[str, Any], seconds: float, coalesce_us: int
+) -> None:
     from bench.clients import bench_worker
     from stream_worker.broker.publisher import Publisher
 
-    publisher = Publisher(rabbitmq, market_queue_max_length=5_000_000)
+    publisher = Publisher(rabbitmq, market_queue_max_length=5_000_000, coalesce=coalesce_us / 1e6)
     sockets = []
     async with asyncio.TaskGroup() as tasks:
         publishing = tasks.create_task(publisher.run(), name="publisher")
@@ -187,12 +192,14 @@ async def lines(process: asyncio.subprocess.Process, into: list[dict[str, Any]])
             into.append(json.loads(line))
 
 
-async def one_run(firehose: str, vhost_url: str, args: argparse.Namespace, fraction: float) -> dict[str, Any]:
+async def one_run(
+    firehose: str, vhost_url: str, args: argparse.Namespace, fraction: float, coalesce_us: int
+) -> dict[str, Any]:
     service = f"wm-{uuid.uuid4().hex[:6]}"
     shares = plan(args.linear, args.spot, args.workers, fraction)
     py = [sys.executable, "-m", "bench.whole_market"]
     consumer = await asyncio.create_subprocess_exec(
-        *py, "--consumer", "--rabbitmq", vhost_url, "--service", service, stdout=asyncio.subprocess.PIPE
+        *py, "--consumer", "--rabbitmq", vhost_url, "--service", service, stdout=asyncio.subprocess.PIPE, limit=LINE
     )
     consumed: list[dict[str, Any]] = []
     workers: list[asyncio.subprocess.Process] = []
@@ -208,8 +215,10 @@ async def one_run(firehose: str, vhost_url: str, args: argparse.Namespace, fract
         reading = [asyncio.ensure_future(lines(consumer, consumed))]
         for share in shares:
             options = ["--firehose", firehose, "--rabbitmq", vhost_url, "--service", service]
-            options += ["--share", json.dumps(share), "--seconds", str(args.seconds)]
-            process = await asyncio.create_subprocess_exec(*py, "--worker", *options, stdout=asyncio.subprocess.PIPE)
+            options += ["--share", json.dumps(share), "--seconds", str(args.seconds), "--coalesce-us", str(coalesce_us)]
+            process = await asyncio.create_subprocess_exec(
+                *py, "--worker", *options, stdout=asyncio.subprocess.PIPE, limit=LINE
+            )
             workers.append(process)
         reading += [asyncio.ensure_future(lines(w, s)) for w, s in zip(workers, samples, strict=True)]
         warm_at = max(5.0, args.seconds / 6)
@@ -232,6 +241,7 @@ async def one_run(firehose: str, vhost_url: str, args: argparse.Namespace, fract
                 await process.wait()
     result = summarize(samples, consumed, consumed_warm, warm_at, broker_warm, broker_end, shares, fraction)
     result["broker_idle_cpu_share"] = broker_idle
+    result["coalesce_us"] = coalesce_us
     if result["broker_cpu_share"] is not None:
         result["broker_cpu_share"] = max(0.0, result["broker_cpu_share"] - broker_idle)
         result["broker_cpu_us_per_msg"] = result["broker_cpu_share"] / result["received_msgs_per_s"] * 1e6
@@ -303,16 +313,21 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
     from bench.__main__ import firehose
     from bench.pipeline import vhost
 
-    fractions = [float(f) for f in args.fractions.split(",")]
-    runs: dict[float, list[dict[str, Any]]] = {f: [] for f in fractions}
+    variants = [(float(f), int(c)) for f in args.fractions.split(",") for c in args.coalesce_us.split(",")]
+    runs: dict[str, list[dict[str, Any]]] = {variant_name(*v): [] for v in variants}
     with firehose(uvloop=True) as base, vhost("wsg_wm") as name:
         url = f"{RABBIT}/{name}"
         for repeat in range(args.runs):
-            for fraction in fractions:
-                result = await one_run(base, url, args, fraction)
-                runs[fraction].append(result)
-                print(f"  run {repeat + 1} fraction {fraction}: {json.dumps(result)}", file=sys.stderr, flush=True)
-    return {"runs": {str(f): r for f, r in runs.items()}, "workers": args.workers, "seconds": args.seconds}
+            for fraction, coalesce_us in variants:  # interleaved: every variant once per repeat
+                result = await one_run(base, url, args, fraction, coalesce_us)
+                runs[variant_name(fraction, coalesce_us)].append(result)
+                line = json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()})
+                print(f"  run {repeat + 1} {variant_name(fraction, coalesce_us)}: {line}", file=sys.stderr, flush=True)
+    return {"runs": runs, "workers": args.workers, "seconds": args.seconds}
+
+
+def variant_name(fraction: float, coalesce_us: int) -> str:
+    return f"fraction {fraction}, coalesce {coalesce_us} us"
 
 
 def arithmetic(us_per_msg: float, broker_us_per_msg: float | None, full_rate: float) -> dict[str, float]:
@@ -330,11 +345,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for fraction, runs in results["runs"].items():
+    for variant, runs in results["runs"].items():
         offered = [r["received_msgs_per_s"] for r in runs]
-        left.plot(offered, [r["worker_cpu_us_per_msg"] for r in runs], "o", label=f"workers, fraction {fraction}")
-        left.plot(offered, [r["broker_cpu_us_per_msg"] or 0 for r in runs], "x", label=f"RabbitMQ, {fraction}")
-        right.plot(offered, [r["p99_ms"] or 0 for r in runs], "o", label=f"fraction {fraction}")
+        left.plot(offered, [r["worker_cpu_us_per_msg"] for r in runs], "o", label=f"workers, {variant}")
+        left.plot(offered, [r["broker_cpu_us_per_msg"] or 0 for r in runs], "x", label=f"RabbitMQ, {variant}")
+        right.plot(offered, [r["p99_ms"] or 0 for r in runs], "o", label=variant)
     left.set_xlabel("Bybit msgs/s received (all workers)")
     left.set_ylabel("CPU µs per message")
     left.set_title("CPU per Bybit message (each run)")
@@ -359,6 +374,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--fractions", default="0.05,0.1")
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--coalesce-us", default="500", help="publish coalescing windows to compare, µs")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     import uvloop
@@ -367,15 +383,17 @@ def main() -> None:
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
     if args.worker:
-        uvloop.run(worker_main(args.firehose, args.rabbitmq, args.service, json.loads(args.share), args.seconds))
+        share = json.loads(args.share)
+        coalesce = int(args.coalesce_us)
+        uvloop.run(worker_main(args.firehose, args.rabbitmq, args.service, share, args.seconds, coalesce))
         return
     if args.consumer:
         uvloop.run(consumer_main(args.rabbitmq, args.service))
         return
     results = uvloop.run(drive(args))
     summary = {}
-    for fraction, runs in results["runs"].items():
-        summary[fraction] = {
+    for variant, runs in results["runs"].items():
+        summary[variant] = {
             key: {
                 "min": min(r[key] for r in runs),
                 "median": statistics.median(r[key] for r in runs),

@@ -38,6 +38,7 @@ async def serve(settings: WorkerSettings) -> None:
                 reconnect_cap=settings.reconnect_cap,
                 market_queue_max_length=settings.market_queue_max_length,
                 publish_path=settings.publish_path,
+                coalesce=settings.publish_coalesce,
             ),
             connection_settings=ConnectionSettings(
                 backoff_cap=settings.reconnect_cap,

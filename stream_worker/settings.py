@@ -56,6 +56,8 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     market_queue_max_length: int = DEFAULT_MARKET_MAX_LENGTH  # per market-data queue; the oldest are dropped beyond it
     # auto: the batched fast path if aiormq's internals check out at start-up, else aiormq's public basic_publish
     publish_path: PublishPath = "auto"
+    # market events arriving within this window share one write to RabbitMQ: less CPU, at most this much latency
+    publish_coalesce: float = 0.0005
     shutdown_grace: float = 10.0
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464  # Prometheus scrape endpoint (GET /metrics); 0 serves none
@@ -124,6 +126,10 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
                 "WS_GATEWAY_MARKET_QUEUE_MAX_LENGTH", d.market_queue_max_length, minimum=1, maximum=100_000_000
             ),
             publish_path=cast(PublishPath, env.choice("WS_GATEWAY_PUBLISH_PATH", d.publish_path, PUBLISH_PATHS)),
+            publish_coalesce=env.integer(
+                "WS_GATEWAY_PUBLISH_COALESCE_US", round(d.publish_coalesce * 1e6), minimum=0, maximum=100_000
+            )
+            / 1e6,
             shutdown_grace=env.number("WS_GATEWAY_SHUTDOWN_GRACE", d.shutdown_grace, minimum=0, maximum=600),
             metrics_host=env.text("WS_GATEWAY_WORKER_METRICS_HOST", d.metrics_host),
             metrics_port=env.integer("WS_GATEWAY_WORKER_METRICS_PORT", d.metrics_port, minimum=0, maximum=65535),

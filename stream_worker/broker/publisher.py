@@ -53,6 +53,8 @@ from stream_worker.envelopes.outgoing import Outgoing
 from stream_worker.errors import BrokerUnavailable, TopologyError
 
 FIRST_BACKOFF = 0.1
+# Market events arriving within this many seconds of each other share one write to RabbitMQ (see pumps.py).
+DEFAULT_COALESCE = 0.0005
 # Opening or closing on a connection aiormq already closed raises a plain RuntimeError.
 LIFECYCLE_FAILURES: tuple[type[Exception], ...] = (*AMQP_FAILURES, RuntimeError)
 
@@ -90,6 +92,7 @@ class Publisher:
         reconnect_cap: float = 5.0,
         timeout: float = 10.0,
         publish_path: PublishPath = "auto",
+        coalesce: float = DEFAULT_COALESCE,
         fast_path_check: Callable[[object], str | None] = fast_path_problem,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
@@ -97,6 +100,8 @@ class Publisher:
     ) -> None:
         if min(market_buffer, account_buffer, confirm_window) < 1:
             raise ValueError("market_buffer, account_buffer and confirm_window must be at least 1")
+        if not 0 <= coalesce <= 0.1:
+            raise ValueError("coalesce must be between 0 and 0.1 s")
         if market_queue_max_length < 1:
             raise ValueError("market_queue_max_length must be at least 1")
         self._url = rabbitmq_url
@@ -125,7 +130,9 @@ class Publisher:
         self._topology_lock = asyncio.Lock()
         self._bindings: dict[tuple[str, ChannelType, str], None] = {}  # insertion-ordered set
 
-        self._market_pump = MarketPump(self._market, self._stamper, timeout=timeout, on_idle=self._check_drained)
+        self._market_pump = MarketPump(
+            self._market, self._stamper, timeout=timeout, on_idle=self._check_drained, coalesce=coalesce
+        )
         self._account_pump = AccountPump(
             self._account,
             self._window,

@@ -1,9 +1,14 @@
 """The two pumps that move events from the buffers to RabbitMQ, one task each per connection.
 
 The market pump takes up to `MARKET_BATCH` events, stamps them into one write and waits once for the socket to
-take it. The account pump keeps the confirm window full: it retires what the broker confirmed (pausing, with
-backoff, after a nack so a refusing queue is not hammered), then publishes re-publishes first and then new
-events in one write. Both end the session by raising BrokerUnavailable when the link fails.
+take it. Waking from idle, it first lets `coalesce` seconds pass, so pushes that arrive on the sockets within
+that window share one write: profiled under Bybit-shaped load (one event per push, many topics), the worker
+spent a third of its CPU in the socket write to RabbitMQ, one write per wake-up; each write costs about the
+same whatever it carries. Under sustained load the pump never idles and batches follow each other directly.
+
+The account pump keeps the confirm window full: it retires what the broker confirmed (pausing, with backoff,
+after a nack so a refusing queue is not hammered), then publishes re-publishes first and then new events in
+one write. Both end the session by raising BrokerUnavailable when the link fails.
 """
 
 from __future__ import annotations
@@ -33,21 +38,32 @@ AMQP_FAILURES: tuple[type[Exception], ...] = (
 
 
 class MarketPump:
-    def __init__(self, buffer: MarketBuffer, stamper: Stamper, *, timeout: float, on_idle: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        buffer: MarketBuffer,
+        stamper: Stamper,
+        *,
+        timeout: float,
+        on_idle: Callable[[], None],
+        coalesce: float = 0.0,
+    ) -> None:
         self._buffer = buffer
         self._stamper = stamper
         self._timeout = timeout
         self._on_idle = on_idle
+        self._coalesce = coalesce
         self.published = 0
 
     async def run(self, writer: Writer) -> None:
         market = self._buffer
-        events, wake, add = market.events, market.wake, self._stamper.add
+        events, wake, add, coalesce = market.events, market.wake, self._stamper.add, self._coalesce
         while True:
             if not events:
                 self._on_idle()
                 wake.clear()
                 await wake.wait()
+                if coalesce > 0 and len(events) < MARKET_BATCH:
+                    await asyncio.sleep(coalesce)  # what else arrives within the window joins this write
                 continue
             taken = 0
             while events and taken < MARKET_BATCH:
