@@ -319,7 +319,13 @@ async def drive(args: argparse.Namespace) -> dict[str, Any]:
         url = f"{RABBIT}/{name}"
         for repeat in range(args.runs):
             for fraction, coalesce_us in variants:  # interleaved: every variant once per repeat
-                result = await one_run(base, url, args, fraction, coalesce_us)
+                try:
+                    result = await one_run(base, url, args, fraction, coalesce_us)
+                except Exception as error:  # a run that failed (e.g. the firehose fell behind) is reported, not fatal
+                    print(f"  run {repeat + 1} {variant_name(fraction, coalesce_us)}: FAILED {error}", file=sys.stderr)
+                    continue
+                finally:
+                    await asyncio.sleep(5)  # let the firehose finish what the last run's sockets left behind
                 runs[variant_name(fraction, coalesce_us)].append(result)
                 line = json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()})
                 print(f"  run {repeat + 1} {variant_name(fraction, coalesce_us)}: {line}", file=sys.stderr, flush=True)
@@ -393,6 +399,8 @@ def main() -> None:
     results = uvloop.run(drive(args))
     summary = {}
     for variant, runs in results["runs"].items():
+        if not runs:
+            continue
         summary[variant] = {
             key: {
                 "min": min(r[key] for r in runs),
