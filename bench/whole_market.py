@@ -380,7 +380,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--fractions", default="0.05,0.1")
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--coalesce-us", default="500", help="publish coalescing windows to compare, µs")
+    parser.add_argument("--coalesce-us", default="0", help="publish coalescing windows to compare, µs")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     import uvloop

@@ -54,7 +54,8 @@ from stream_worker.errors import BrokerUnavailable, TopologyError
 
 FIRST_BACKOFF = 0.1
 # Market events arriving within this many seconds of each other share one write to RabbitMQ (see pumps.py).
-DEFAULT_COALESCE = 0.0005
+# Off by default: the whole-market bench showed no CPU saved per message on our box (BENCHMARKS.md, Scale).
+DEFAULT_COALESCE = 0.0
 # Opening or closing on a connection aiormq already closed raises a plain RuntimeError.
 LIFECYCLE_FAILURES: tuple[type[Exception], ...] = (*AMQP_FAILURES, RuntimeError)
 
