@@ -80,6 +80,7 @@ ACCOUNT_DECIMAL_FIELDS: tuple[tuple[str, str], ...] = (
     ("accountLTV", "account_ltv"),
 )
 
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {
