@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import msgspec
 
 from shared.config import ConfigError, EnvReader, Secret
 from shared.routing import DEFAULT_MARKET_MAX_LENGTH
+from stream_worker.broker.publish_path import PUBLISH_PATHS, PublishPath
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -51,8 +53,22 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     book_top_levels: int = 25
     book_checksum_levels: int = 25
     snapshot_timeout: float = 5.0  # an invalid book with no fresh snapshot after this long is resubscribed again
+    # A delta whose `u` is not the last + 1 is a gap (resync). Bybit documents that rule only for orderbook.full;
+    # off, a jump is applied and counted (`gap_ignored`): the fallback PROTOCOL.md §7.3 asks for (AUDIT C6).
+    book_gap_check: bool = True
     market_queue_max_length: int = DEFAULT_MARKET_MAX_LENGTH  # per market-data queue; the oldest are dropped beyond it
+    # auto: the batched fast path if aiormq's internals check out at start-up, else aiormq's public basic_publish
+    publish_path: PublishPath = "auto"
+    # market events arriving within this window share one write to RabbitMQ: less CPU, at most this much latency
+    publish_coalesce: float = 0.0  # off: measured no CPU saving (BENCHMARKS.md, Scale)
     shutdown_grace: float = 10.0
+    # The publisher or the command listener may be away from RabbitMQ this long before the worker reports
+    # itself unhealthy (heartbeat, /health 503, ws_gateway_worker_healthy 0): a broker restart is not a page.
+    broker_grace: float = 10.0
+    # Incident capture: every raw Bybit frame in and op out, per socket, as rotating gzip JSON lines. "" is off.
+    capture_dir: str = ""
+    capture_file_bytes: int = 64 * 1024 * 1024  # a capture file is rotated past this many compressed bytes
+    capture_total_bytes: int = 1024 * 1024 * 1024  # the oldest capture files are deleted beyond this in all
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464  # Prometheus scrape endpoint (GET /metrics); 0 serves none
     log_level: str = "info"
@@ -69,9 +85,15 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
         d = cls()  # every default is stated once, on the fields above
         environment = env.choice("BYBIT_ENVIRONMENT", d.bybit_environment, tuple(BYBIT_HOSTS))
         public_ws, private_ws, rest = BYBIT_HOSTS[environment]
-        ws_override = env.optional_text("BYBIT_WS_URL")
-        if ws_override is not None:
-            public_ws = private_ws = env.url("BYBIT_WS_URL", ws_override, ("ws", "wss")).rstrip("/")
+        # Most specific wins: BYBIT_PUBLIC_WS_URL / BYBIT_PRIVATE_WS_URL, then the shared BYBIT_WS_URL, then the
+        # environment's hosts. Separate, because demo's private host serves no public data (demo.mdx) and a
+        # regional host may serve only one of the two.
+        if env.optional_text("BYBIT_WS_URL") is not None:
+            public_ws = private_ws = env.url("BYBIT_WS_URL", public_ws, ("ws", "wss")).rstrip("/")
+        if env.optional_text("BYBIT_PUBLIC_WS_URL") is not None:
+            public_ws = env.url("BYBIT_PUBLIC_WS_URL", public_ws, ("ws", "wss")).rstrip("/")
+        if env.optional_text("BYBIT_PRIVATE_WS_URL") is not None:
+            private_ws = env.url("BYBIT_PRIVATE_WS_URL", private_ws, ("ws", "wss")).rstrip("/")
         if env.optional_text("BYBIT_REST_URL") is not None:
             rest = env.url("BYBIT_REST_URL", rest, ("http", "https")).rstrip("/")
         api_key, api_secret = env.secret("BYBIT_API_KEY"), env.secret("BYBIT_API_SECRET")
@@ -84,9 +106,17 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
         if lease_renew > lease_ttl / 2:
             # One late renewal must not look like a death: at least two renewals fit in a lease.
             raise ConfigError("WS_GATEWAY_LEASE_RENEW_INTERVAL", "must be at most half of WS_GATEWAY_LEASE_TTL")
+        capture_file = env.integer(
+            "WS_GATEWAY_CAPTURE_FILE_BYTES", d.capture_file_bytes, minimum=65_536, maximum=1 << 40
+        )
+        capture_total = env.integer(
+            "WS_GATEWAY_CAPTURE_TOTAL_BYTES", d.capture_total_bytes, minimum=65_536, maximum=1 << 50
+        )
+        if capture_total < capture_file:
+            raise ConfigError("WS_GATEWAY_CAPTURE_TOTAL_BYTES", "must be at least WS_GATEWAY_CAPTURE_FILE_BYTES")
         return cls(
-            database_url=env.url("DATABASE_URL", d.database_url, ("postgresql+asyncpg",)),
-            rabbitmq_url=env.url("RABBITMQ_URL", d.rabbitmq_url, ("amqp", "amqps")),
+            database_url=env.postgres_url("DATABASE_URL", d.database_url),
+            rabbitmq_url=env.amqp_url("RABBITMQ_URL", d.rabbitmq_url),
             bybit_environment=environment,
             public_ws_url=public_ws,
             private_ws_url=private_ws,
@@ -116,10 +146,20 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
                 "WS_GATEWAY_BOOK_CHECKSUM_LEVELS", d.book_checksum_levels, minimum=1, maximum=1000
             ),
             snapshot_timeout=env.number("WS_GATEWAY_SNAPSHOT_TIMEOUT", d.snapshot_timeout, minimum=0.1, maximum=300),
+            book_gap_check=env.flag("WS_GATEWAY_BOOK_GAP_CHECK", d.book_gap_check),
             market_queue_max_length=env.integer(
                 "WS_GATEWAY_MARKET_QUEUE_MAX_LENGTH", d.market_queue_max_length, minimum=1, maximum=100_000_000
             ),
+            publish_path=cast(PublishPath, env.choice("WS_GATEWAY_PUBLISH_PATH", d.publish_path, PUBLISH_PATHS)),
+            publish_coalesce=env.integer(
+                "WS_GATEWAY_PUBLISH_COALESCE_US", round(d.publish_coalesce * 1e6), minimum=0, maximum=100_000
+            )
+            / 1e6,
             shutdown_grace=env.number("WS_GATEWAY_SHUTDOWN_GRACE", d.shutdown_grace, minimum=0, maximum=600),
+            broker_grace=env.number("WS_GATEWAY_BROKER_GRACE", d.broker_grace, minimum=0, maximum=3600),
+            capture_dir=env.optional_text("WS_GATEWAY_CAPTURE_DIR") or d.capture_dir,
+            capture_file_bytes=capture_file,
+            capture_total_bytes=capture_total,
             metrics_host=env.text("WS_GATEWAY_WORKER_METRICS_HOST", d.metrics_host),
             metrics_port=env.integer("WS_GATEWAY_WORKER_METRICS_PORT", d.metrics_port, minimum=0, maximum=65535),
             log_level=env.choice("LOG_LEVEL", d.log_level, ("debug", "info", "warning", "error")),
