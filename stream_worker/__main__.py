@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import signal
-import socket
-import sys
-from collections.abc import Callable
 
-from loguru import logger
 
-from shared import preflight
-from shared.config import ConfigError, redact_url
-from shared.logformat import configure_logging
-from stream_worker.broker.publisher import Publisher
-from stream_worker.exchange.connection import ConnectionSettings
-from stream_worker.settings import WorkerSettings
-from stream_worker.state.persistence import Store, create_engine
-from stream_worker.worker import Worker
+def _stop_before_starting(_signum: int, _frame: object) -> None:
+    # Nothing runs yet, so nothing needs draining: stopping now is a clean stop. Imports take seconds on a busy
+    # machine, and an orchestrator that stops a worker then must not see it die of the signal (exit -15).
+    raise SystemExit(0)
+
+
+# Installed before the heavy imports below; `serve` replaces it with the event loop's handler.
+signal.signal(signal.SIGTERM, _stop_before_starting)
+
+import asyncio  # noqa: E402
+import os  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+from loguru import logger  # noqa: E402
+
+from shared import preflight  # noqa: E402
+from shared.config import ConfigError, redact_url  # noqa: E402
+from shared.logformat import configure_logging  # noqa: E402
+from stream_worker.broker.publisher import Publisher  # noqa: E402
+from stream_worker.exchange.connection import ConnectionSettings  # noqa: E402
+from stream_worker.settings import WorkerSettings  # noqa: E402
+from stream_worker.state.persistence import Store, create_engine  # noqa: E402
+from stream_worker.worker import Worker  # noqa: E402
 
 DB_TIMEOUT = 5.0
 

@@ -64,8 +64,6 @@ KNOWN = {
     "test_fill_dropped_by_the_exchange_on_a_live_socket_is_recovered_by_a_later_resync",
     "market_lost_in_flight_uncounted": "tests/integration/test_publisher.py::"
     "test_market_events_written_just_before_a_link_cut_are_counted_as_lost",
-    "sigterm_before_handlers": "tests/e2e/test_graceful_shutdown.py::"
-    "test_sigterm_while_the_worker_is_still_starting_exits_0",
 }
 SAMPLES = 3  # the first few of each: the earliest is the most telling
 

@@ -26,7 +26,7 @@ import httpx
 
 from tests.fake_bybit import FakeBybit
 from tests.support.fault_proxy import FaultProxy
-from tests.support.processes import worker_env
+from tests.support.processes import catches_sigterm, worker_env
 from tests.support.services import REPO_ROOT
 from tests.support.waiting import wait_until
 
@@ -202,6 +202,7 @@ class System:
             await self.scrape(worker)  # its final counts, before it goes
         else:
             self.kills.append((time.monotonic(), worker_id))
+        handled = catches_sigterm(worker.process.pid)
         if worker.alive:
             worker.process.send_signal(signum)
         try:
@@ -209,11 +210,9 @@ class System:
         except TimeoutError:
             worker.process.kill()
             code = await worker.process.wait()
-        started = "event loop running" in (self.log_dir / f"{worker_id}-{worker.generation}.stderr").read_text(
-            errors="replace"
-        )
-        # A worker signalled before its event loop runs has no handler yet (see model.KNOWN).
-        self.exit_codes.append((worker_id, how if started else f"{how} (still starting)", code))
+        # Signalled while the interpreter itself was still starting, before any of our code ran: no program can
+        # exit cleanly then (the worker catches SIGTERM on its first line, see its __main__).
+        self.exit_codes.append((worker_id, how if handled else f"{how} (before any handler)", code))
         self.retired.append(worker)
 
     # ---- metrics ----------------------------------------------------------------------------------

@@ -82,3 +82,14 @@ async def running(module: str, env: Mapping[str, str], log_dir: Path, name: str)
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def catches_sigterm(pid: int) -> bool:
+    """Linux: the process has a handler for SIGTERM (bit 15 of SigCgt in /proc/PID/status). Before that (while
+    the interpreter itself starts) no Python program can turn a SIGTERM into a clean exit."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next((line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), "0")
+    return bool(int(mask, 16) & (1 << (signal.SIGTERM - 1)))
