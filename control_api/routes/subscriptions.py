@@ -12,12 +12,12 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
-from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 from sqlalchemy import Select, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
-from control_api.errors import BadRequest, NotFound
-from control_api.notices import record_change
+from control_api.errors import BadRequest, Conflict, NotFound
+from control_api.notices import record_change, record_snapshot_request
 from control_api.routes.common import MAX_OFFSET, MAX_PAGE, Db, Relay, error_responses, paginate, trace_id_of
 from shared.api import CancelledCount, ServiceName, Subscription, SubscriptionCreate, SubscriptionPage
 from shared.commands import SubscriptionChange
@@ -43,6 +43,7 @@ def subscription_from_row(row: SubscriptionRow) -> Subscription:
         cancelled_at=row.cancelled_at,
         last_event_at=row.last_event_at,
         last_error=row.last_error,
+        stale_since=row.stale_since,
     )
 
 
@@ -183,6 +184,34 @@ class SubscriptionController(Controller):
         if row is None:
             raise NotFound(f"no subscription {subscription_id}")
         return subscription_from_row(row)
+
+    @post(
+        "/{subscription_id:uuid}/snapshot",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Send a subscription's current state to its service's queue",
+        description=(
+            "202 with the subscription: the worker streaming its topic publishes the current state (a whole "
+            "order book, the merged ticker, the open candle, or open orders / positions / wallet over REST) to "
+            "this service's queue only, flagged `snapshot: true`, before that queue's next delta. Call it when "
+            "your copy broke (a `u` gap, a checksum mismatch, a restart). 409 while the subscription is not live."
+        ),
+        responses=error_responses(400, 401, 404, 409, 429, 503),
+    )
+    async def snapshot(
+        self, request: Request[Any, Any, Any], subscription_id: FromPath[uuid.UUID], db: Db, relay: Relay
+    ) -> Response[Subscription]:
+        async with db.transaction() as session:
+            row = await session.get(SubscriptionRow, subscription_id)
+            if row is None:
+                raise NotFound(f"no subscription {subscription_id}")
+            if not row.is_active or row.status != SubscriptionStatus.ACTIVE.value:
+                raise Conflict(
+                    f"subscription {subscription_id} is {row.status}: only an active subscription has state to send",
+                    {"status": row.status},
+                )
+            await record_snapshot_request(session, subscription_id, change_of(row, "snapshot"), trace_id_of(request))
+        relay.wake()
+        return Response(subscription_from_row(row), status_code=HTTP_202_ACCEPTED)
 
     @delete(
         "/{subscription_id:uuid}",

@@ -23,6 +23,7 @@ import aiormq
 from aiormq.abc import ChannelFrame, ConfirmationFrameType
 from aiormq.exceptions import ChannelInvalidStateError
 
+from shared.routing import DIRECT_EXCHANGE
 from stream_worker.broker.amqp_frames import PublishFrames
 
 Confirmation = asyncio.Future[ConfirmationFrameType]
@@ -33,6 +34,7 @@ class ChannelWriter:
         self._channel = channel
         frame_max = channel.connection.connection_tune.frame_max or 131_072  # 0 means "no limit" in AMQP
         self.frames = PublishFrames(channel.number, exchange, content_type, frame_max)
+        self.direct_frames = PublishFrames(channel.number, DIRECT_EXCHANGE, content_type, frame_max)
 
     def expect_confirm(self) -> Confirmation:
         """Reserve the delivery tag of the next publish written; the future ends with the broker's verdict.

@@ -513,7 +513,8 @@ class Publisher:
         envelope = msgspec.structs.replace(item.envelope, published_ts=int(now * 1000))
         try:
             body = self._encoder.encode(envelope)
-            data = writer.frames.encode(
+            frames = writer.direct_frames if item.direct else writer.frames
+            data = frames.encode(
                 item.routing_key,
                 body,
                 message_id=envelope.event_id,
