@@ -85,6 +85,11 @@ class Snapshots:
         self._private: dict[tuple[str, str], SnapshotRequest] = {}  # (queue, topic): a repeat waits as one
         self._wake = asyncio.Event()
 
+    @property
+    def waiting(self) -> int:
+        """Private snapshots not yet sent (waiting for their topic's ack, or retrying)."""
+        return len(self._private)
+
     # -- inputs ---------------------------------------------------------------------------------------------
 
     def remember_kline(self, endpoint: Endpoint, topic: str, item: Outgoing) -> None:
