@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
+import msgspec
 from loguru import logger
 
 from shared.enums import Endpoint
+from shared.heartbeat import PublisherHealth, ResyncHealth, SocketHealth, WorkerHeartbeat
 from stream_worker.broker.commands import CommandListener
 from stream_worker.broker.publisher import Publisher
 from stream_worker.cluster.ownership import Cluster
@@ -47,9 +48,9 @@ class Health:
         self._cluster = cluster
         self._account_sync = account_sync
 
-    def report(self) -> dict[str, Any]:
+    def report(self) -> WorkerHeartbeat:
         now = time.monotonic()
-        sockets: dict[str, Any] = {}
+        sockets: dict[str, SocketHealth] = {}
         healthy = True
         for endpoint, connection in self._connections.items():
             protocol = connection.protocol
@@ -58,36 +59,37 @@ class Health:
             if wanted and not up:
                 healthy = False
             last = protocol.last_received
-            sockets[endpoint.value] = {
-                "wanted": wanted,
-                "connected": connection.connected,
-                "authenticated": protocol.authenticated if endpoint.private else None,
-                "topics": len(protocol.subscribed),
-                "failed_topics": len(protocol.failed),
-                "last_message_age_s": round(now - last, 3) if last is not None and connection.connected else None,
-                "reconnects": connection.reconnects,
-                "auth_failures": connection.auth_failures,
-                "last_end_reason": connection.last_end_reason,
-            }
+            sockets[endpoint.value] = SocketHealth(
+                wanted=wanted,
+                connected=connection.connected,
+                authenticated=protocol.authenticated if endpoint.private else None,
+                topics=len(protocol.subscribed),
+                failed_topics=len(protocol.failed),
+                last_message_age_s=round(now - last, 3) if last is not None and connection.connected else None,
+                reconnects=connection.reconnects,
+                auth_failures=connection.auth_failures,
+                last_end_reason=connection.last_end_reason,
+            )
         desired = self._convergence.desired.topics()
         if desired.get(Endpoint.PRIVATE) and Endpoint.PRIVATE not in self._connections:
-            sockets["private"] = {"wanted": len(desired[Endpoint.PRIVATE]), "detail": NO_KEYS}
-        return {
-            "healthy": healthy,
-            "revision": self._convergence.desired.revision,
-            "sockets": sockets,
-            "publisher": self._publisher.stats_dict(),
-            "counters": dict(self._dispatcher.counters),
-            "market": {e.value: dict(m.counters) for e, m in self._markets.items() if m.counters},
-            "commands_connected": self._commands.connected,
-            "state_pending": self._state.pending,
-            "account_resync": self._account_sync.state if self._account_sync is not None else None,
-            "cluster": self._cluster.health(),
-        }
+            sockets["private"] = SocketHealth(wanted=len(desired[Endpoint.PRIVATE]), detail=NO_KEYS)
+        resync = self._account_sync.state if self._account_sync is not None else None
+        return WorkerHeartbeat(
+            healthy=healthy,
+            revision=self._convergence.desired.revision,
+            sockets=sockets,
+            publisher=msgspec.convert(self._publisher.stats_dict(), PublisherHealth),
+            counters=dict(self._dispatcher.counters),
+            market={e.value: dict(m.counters) for e, m in self._markets.items() if m.counters},
+            commands_connected=self._commands.connected,
+            state_pending=self._state.pending,
+            account_resync=msgspec.convert(resync, ResyncHealth) if resync is not None else None,
+            cluster=self._cluster.health(),
+        )
 
 
 async def write_heartbeats(
-    store: Store, worker_id: str, report: Callable[[], dict[str, Any]], interval: float = HEARTBEAT_SECONDS
+    store: Store, worker_id: str, report: Callable[[], WorkerHeartbeat], interval: float = HEARTBEAT_SECONDS
 ) -> None:
     while True:
         try:

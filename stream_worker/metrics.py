@@ -135,7 +135,7 @@ class WorkerCollector(Collector):
             value=int(cluster.holds_private),
         )
         owned = GaugeMetricFamily(f"{PREFIX}_owned_topics", "Wanted topics assigned to this worker", labels=["socket"])
-        for socket, count in sorted(cluster.health()["owned_topics"].items()):
+        for socket, count in sorted(cluster.health().owned_topics.items()):
             owned.add_metric([socket], count)
         yield owned
         yield CounterMetricFamily(

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 import msgspec
 from loguru import logger
 
+from shared.backoff import Backoff
 from shared.enums import ChannelType, Endpoint
 from shared.routing import service_queue
 from shared.topics import bybit_topic
-from stream_worker.backoff import Backoff
 from stream_worker.broker.publisher import Publisher
 from stream_worker.envelopes.market import MarketState
 from stream_worker.envelopes.normalize import PayloadError

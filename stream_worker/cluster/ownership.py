@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from loguru import logger
 
 from shared.enums import Endpoint
+from shared.heartbeat import ClusterHealth
 from stream_worker.cluster.assignment import Assignment, TopicKey
 from stream_worker.cluster.handover import Handover, hand_over
 from stream_worker.cluster.membership import ClusterView, MembershipStore, PrivateLease
@@ -198,20 +198,20 @@ class Cluster:
             return
         logger.info("left the cluster")
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> ClusterHealth:
         lease = self.view.private if self.view is not None else None
-        return {
-            "ready": self.ready,
-            "members": sorted(self.assignment.members),
-            "holds_private": self.holds_private,
-            "private_holder": lease.holder if lease is not None and lease.expires_in_s > 0 else None,
-            "owned_topics": {endpoint: len(topics) for endpoint, topics in self._owned.items()},
-            "handing_over": len(self._releasing),
-            "renewals": self.renewals,
-            "failed_renewals": self.failed_renewals,
-            "changes": self.changes,
-            "duplicate_worker_id": bool(self.twins),
-        }
+        return ClusterHealth(
+            ready=self.ready,
+            members=sorted(self.assignment.members),
+            holds_private=self.holds_private,
+            private_holder=lease.holder if lease is not None and lease.expires_in_s > 0 else None,
+            owned_topics={endpoint: len(topics) for endpoint, topics in self._owned.items()},
+            handing_over=len(self._releasing),
+            renewals=self.renewals,
+            failed_renewals=self.failed_renewals,
+            changes=self.changes,
+            duplicate_worker_id=bool(self.twins),
+        )
 
     @property
     def private_served_elsewhere(self) -> bool:

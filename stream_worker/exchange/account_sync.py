@@ -15,7 +15,7 @@ from typing import Any
 
 from loguru import logger
 
-from stream_worker.backoff import Backoff
+from shared.backoff import Backoff
 from stream_worker.bybit.events import Authenticated, Event, Subscribed, SubscribeRejected
 from stream_worker.bybit.protocol import BybitProtocol
 from stream_worker.cluster.membership import PrivateLease

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import msgspec
 
-from shared.commands import SubscriptionChange
+from shared.commands import ChangeAction, SubscriptionChange
 from shared.enums import Category, ChannelType, Endpoint
 from shared.routing import binding_key
 from shared.topics import TopicSpec, bybit_topic
@@ -76,11 +76,12 @@ class DesiredSet:
     def apply(self, changes: Iterable[SubscriptionChange], revision: int) -> None:
         """Apply one notice's changes; the caller checked that `revision` follows ours."""
         for change in changes:
-            if change.action == "created":
-                want = Want.from_change(change)
-                self._wants[want.subscription_id] = want
-            else:
-                self._wants.pop(change.subscription_id, None)
+            match change.action:
+                case ChangeAction.CREATED:
+                    want = Want.from_change(change)
+                    self._wants[want.subscription_id] = want
+                case ChangeAction.CANCELLED:
+                    self._wants.pop(change.subscription_id, None)
         self.revision = revision
 
     def topics(self) -> dict[Endpoint, set[str]]:

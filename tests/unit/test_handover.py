@@ -105,9 +105,9 @@ def test_reading_ownership_changes_nothing_and_a_claim_starts_the_handover_clock
     clock[0] = 100.0  # reads far apart in time must agree: nothing is remembered by a read
     first = node.owned(topics)
     assert node.owned(topics) == first
-    assert node.health()["handing_over"] == 0
+    assert node.health().handing_over == 0
     node.claim(topics)
-    assert node.health()["handing_over"] == len(moving)
+    assert node.health().handing_over == len(moving)
     clock[0] = 101.0
     assert node.owned(topics)[L] >= moving, "still kept: within the grace"
     clock[0] = 200.0
