@@ -16,7 +16,7 @@ import contextlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from loguru import logger
 
@@ -205,6 +205,14 @@ class Worker:
     @property
     def received(self) -> Counter[tuple[Endpoint, str]]:
         return self.dispatcher.received
+
+    @property
+    def stale_topics(self) -> Mapping[tuple[Endpoint, str], float]:
+        return self.dispatcher.silence.stale
+
+    @property
+    def snapshot_counters(self) -> Counter[str]:
+        return self.snapshots.counters
 
     async def reload(self) -> None:
         await self.convergence.reload()
