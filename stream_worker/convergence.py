@@ -154,8 +154,14 @@ class Convergence:
                 logger.bind(service=binding.service, key=binding.key, error=str(error)).warning("cannot bind queue")
                 continue
             self.bound.add(binding)
+        for endpoint, added in steps.subscribe.items():
+            for topic in added:
+                self._op_traces.log(endpoint, topic, trace_id).info("subscribe requested")
+                self._connections[endpoint].want(topic)
+        # After the binds (the queue exists and is bound: the snapshot lands before its next delta) and after the
+        # subscribes (a private topic added now is already wanted; its snapshot waits for the ack).
         for step in steps.snapshot:
-            if step.binding in self.bound:  # the queue exists and is bound: the snapshot lands before its deltas
+            if step.binding in self.bound:
                 self._snapshots.request(
                     SnapshotRequest(
                         service=step.binding.service,
@@ -166,10 +172,6 @@ class Convergence:
                         reason="join",
                     )
                 )
-        for endpoint, added in steps.subscribe.items():
-            for topic in added:
-                self._op_traces.log(endpoint, topic, trace_id).info("subscribe requested")
-                self._connections[endpoint].want(topic)
         for endpoint, removed in steps.unsubscribe.items():
             for topic in removed:
                 self._op_traces.log(endpoint, topic, trace_id).info("unsubscribe requested")

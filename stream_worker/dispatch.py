@@ -166,7 +166,7 @@ class Dispatcher:
     async def _on_push(self, endpoint: Endpoint, push: Push) -> None:
         self.received[(endpoint, push.topic.partition(".")[0])] += 1
         if endpoint is not Endpoint.PRIVATE:
-            if push.topic not in self._connections[endpoint].protocol.wanted:
+            if not self._connections[endpoint].protocol.is_wanted(push.topic):
                 # In flight when we unsubscribed (books push every 10-20 ms): nobody wants it, and letting it in
                 # would rebuild the topic's state, say book_invalid and ask to resubscribe (AUDIT C1).
                 self.counters["dropped:unwanted"] += 1

@@ -102,14 +102,14 @@ class Snapshots:
 
     def request(self, request: SnapshotRequest) -> None:
         """Publish `request`'s state to its queue now (public), or once its topic is acknowledged (private)."""
+        connection = self._connections.get(request.endpoint)
+        if connection is None or not connection.protocol.is_wanted(bybit_topic(request.endpoint, request.topic)):
+            self.counters["snapshot:not_streamed_here"] += 1  # another worker streams it and answers
+            return
         if request.endpoint is Endpoint.PRIVATE:
             if request.channel_type in STATEFUL_PRIVATE and self._resync is not None:
                 self._private[(request.queue, request.topic)] = request
                 self._wake.set()
-            return
-        connection = self._connections.get(request.endpoint)
-        if connection is None or request.topic not in connection.protocol.wanted:
-            self.counters["snapshot:not_streamed_here"] += 1
             return
         item = self._public(request)
         if item is None:

@@ -122,3 +122,29 @@ async def test_a_silent_topic_becomes_stale_within_its_threshold_and_active_agai
     (topic,) = [t for t in status["topics"] if t["topic"] == BOOK]
     assert topic["status"] == "stale"
     assert topic["stale_since"] is not None
+
+
+async def test_a_private_topic_first_subscribed_on_a_live_socket_gets_its_state_over_rest(
+    api: httpx.AsyncClient, fake: FakeBybit, start_worker: Callable[..., Any], rabbitmq_url: str
+) -> None:
+    svc = f"svc-{uuid.uuid4().hex[:8]}"
+    queue = service_queue(svc, ChannelType.POSITION)
+    async with start_worker() as worker:
+        await subscribe(api, svc, channel_type="balance")
+        private = worker.connections[Endpoint.PRIVATE].protocol
+        await wait_until(lambda: "wallet" in private.subscribed, what="the private socket up with wallet")
+        sync = worker.account_sync
+        assert sync is not None
+        await wait_until(lambda: sync.state["runs"] >= 1, what="the re-sync after auth, done")
+        # A position opened while nobody held `position`: Bybit will not push it again on subscribe (§9).
+        opened = await fake.push_account("position", category="linear", symbol="BTCUSDT")
+        await subscribe(api, svc, channel_type="position", category="linear")
+        async with consuming(rabbitmq_url, queue) as positions:
+            await wait_until(lambda: positions.envelopes, what="the open position in the new queue")
+    # One position; the fake answers each linear settle coin's query with it, so it may come twice (same id).
+    (event_id,) = {e.event_id for e in positions.envelopes}
+    event = positions.envelopes[0]
+    assert event.snapshot is True
+    assert event.payload["symbol"] == opened["data"][0]["symbol"]
+    assert event.payload["size"] == opened["data"][0]["size"]
+    await delete_queues(rabbitmq_url, queue, service_queue(svc, ChannelType.BALANCE))
