@@ -142,7 +142,7 @@ async def test_a_private_topic_first_subscribed_on_a_live_socket_gets_its_state_
         async with consuming(rabbitmq_url, queue) as positions:
             await wait_until(lambda: positions.envelopes, what="the open position in the new queue")
     # One position; the fake answers each linear settle coin's query with it, so it may come twice (same id).
-    (event_id,) = {e.event_id for e in positions.envelopes}
+    assert len({e.event_id for e in positions.envelopes}) == 1
     event = positions.envelopes[0]
     assert event.snapshot is True
     assert event.payload["symbol"] == opened["data"][0]["symbol"]
