@@ -193,3 +193,28 @@ async def test_late_private_subscribers_get_open_orders_positions_and_wallet_ove
     after = [*orders_a.envelopes[seen_a[0] :], *positions_a.envelopes[seen_a[1] :], *wallet_a.envelopes[seen_a[2] :]]
     assert [(e.event_type, e.snapshot) for e in after] == [("order", False)]
     await delete_queues(rabbitmq_url, *queues.values())
+
+
+async def test_late_kline_subscriber_gets_the_open_candle_first(
+    api: httpx.AsyncClient, fake: FakeBybit, start_worker: Callable[..., Any], rabbitmq_url: str
+) -> None:
+    first, late = (f"svc-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    queues = [service_queue(svc, ChannelType.KLINE) for svc in (first, late)]
+    kline = {"channel_type": "kline", "symbol": "BTCUSDT", "interval": "1"}
+    async with start_worker():
+        await subscribe(api, first, **kline)
+        async with consuming(rabbitmq_url, queues[0]) as a:
+            await wait_until(lambda: any(not e.payload["confirm"] for e in a.envelopes), what="an open candle")
+            await subscribe(api, late, **kline)
+            async with consuming(rabbitmq_url, queues[1]) as b:
+                await wait_until(lambda: b.envelopes, what="B's first candle")
+                candle = b.envelopes[0]
+                if not candle.snapshot:
+                    await wait_until(lambda: candle.event_id in a.ids(), what="A has B's first candle too")
+    assert not any(e.snapshot for e in a.envelopes)
+    if candle.snapshot:  # the candle was open when B joined: the same candle A had, flagged
+        assert candle.payload["confirm"] is False
+        assert any(e.payload == candle.payload for e in a.envelopes)
+    else:  # it had just closed (nothing open to send): B's first event is the next push, which A gets too
+        assert candle.event_id in a.ids()
+    await delete_queues(rabbitmq_url, *queues)
