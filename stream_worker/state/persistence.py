@@ -107,8 +107,9 @@ class Store:
             .values(last_event_at=bindparam("b_at"))
         )
         parameters = [
-            {"b_endpoint": endpoint.value, "b_topic": topic, "b_at": datetime.fromtimestamp(ms / 1000, UTC)}
+            {"b_endpoint": endpoint.value, "b_topic": served, "b_at": datetime.fromtimestamp(ms / 1000, UTC)}
             for (endpoint, topic), ms in times.items()
+            for served in _served_topics(endpoint, topic)
         ]
         async with asyncio.timeout(self.timeout), self.engine.begin() as connection:
             await connection.execute(statement.execution_options(synchronize_session=False), parameters)
@@ -122,6 +123,13 @@ class Store:
         )
         async with asyncio.timeout(self.timeout), self.engine.begin() as connection:
             await connection.execute(statement)
+
+
+def _served_topics(endpoint: Endpoint, topic: str) -> list[str]:
+    """A private push arrives on the all-in-one topic (`order`); rows of `order.linear` are served by it too."""
+    if endpoint is Endpoint.PRIVATE and "." not in topic:
+        return [topic, *(f"{topic}.{category.value}" for category in Category)]
+    return [topic]
 
 
 class StateWriter:
