@@ -34,10 +34,12 @@ from stream_worker.envelopes.normalize import Normalizer, PayloadError
 from stream_worker.exchange.account_sync import AccountSync
 from stream_worker.exchange.connection import Connection
 from stream_worker.op_traces import OpTraces
-from stream_worker.silence import SilenceWatch
+from stream_worker.silence import CHANNEL_OF_ROOT, SilenceWatch
 from stream_worker.snapshots import KLINE_PREFIX, Snapshots
 from stream_worker.state.balances import BalanceWriter
 from stream_worker.state.persistence import StateWriter
+
+PUBLIC_ROOTS = frozenset(CHANNEL_OF_ROOT)
 
 
 class TraceIds:
@@ -166,9 +168,11 @@ class Dispatcher:
     async def _on_push(self, endpoint: Endpoint, push: Push) -> None:
         self.received[(endpoint, push.topic.partition(".")[0])] += 1
         if endpoint is not Endpoint.PRIVATE:
-            if not self._connections[endpoint].protocol.is_wanted(push.topic):
+            topic = push.topic
+            if not self._connections[endpoint].protocol.is_wanted(topic) and topic[: topic.find(".")] in PUBLIC_ROOTS:
                 # In flight when we unsubscribed (books push every 10-20 ms): nobody wants it, and letting it in
-                # would rebuild the topic's state, say book_invalid and ask to resubscribe (AUDIT C1).
+                # would rebuild the topic's state, say book_invalid and ask to resubscribe (AUDIT C1). A topic we do
+                # not know at all goes on to the normalizer, which counts it as unknown.
                 self.counters["dropped:unwanted"] += 1
                 return
             if self.silence.heard((endpoint, push.topic), push.received_at):
