@@ -165,8 +165,11 @@ async def test_late_private_subscribers_get_open_orders_positions_and_wallet_ove
                 what="A's wallet",
             )
             seen_a = (len(orders_a.envelopes), len(positions_a.envelopes), len(wallet_a.envelopes))
+            late_traces = set()
             for channel in channels:
-                await subscribe(api, late, channel_type=channel.value)
+                response = await api.post(URL, json={"requesting_service": late, "channel_type": channel.value})
+                assert response.status_code == 201, response.text
+                late_traces.add(response.headers["X-Trace-Id"])  # the join snapshots carry the notice's trace id
             async with (
                 consuming(rabbitmq_url, queues[(late, ChannelType.ORDER)]) as orders_b,
                 consuming(rabbitmq_url, queues[(late, ChannelType.POSITION)]) as positions_b,
@@ -190,8 +193,11 @@ async def test_late_private_subscribers_get_open_orders_positions_and_wallet_ove
 
     assert coins(wallet_b) == coins(wallet_a) == {"USDT": "1000.5"}
     # Nothing extra for the first service once the second joined: the one new order, no snapshot.
-    after = [*orders_a.envelopes[seen_a[0] :], *positions_a.envelopes[seen_a[1] :], *wallet_a.envelopes[seen_a[2] :]]
-    assert [(e.event_type, e.snapshot) for e in after] == [("order", False)]
+    # Nothing of the second service's join reached the first, and the first got the one new order once.
+    everything_a = [*orders_a.envelopes, *positions_a.envelopes, *wallet_a.envelopes]
+    assert not [e for e in everything_a if e.trace_id in late_traces]
+    assert [e.payload["symbol"] for e in orders_a.envelopes[seen_a[0] :] if not e.snapshot] == ["SOLUSDT"]
+    assert all(e.snapshot for e in orders_b.envelopes if e.trace_id in late_traces)
     await delete_queues(rabbitmq_url, *queues.values())
 
 
