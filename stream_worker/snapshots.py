@@ -175,6 +175,10 @@ class Snapshots:
             self._private.clear()
             return []
         protocol = connection.protocol
+        for key, request in list(self._private.items()):
+            upstream = bybit_topic(Endpoint.PRIVATE, request.topic)
+            if not protocol.is_wanted(upstream) or upstream in protocol.failed:
+                del self._private[key]  # cancelled, handed over or refused: nothing to send any more
         if not protocol.authenticated:
             return []
         return [
