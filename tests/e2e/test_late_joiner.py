@@ -11,6 +11,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+import aio_pika
 import httpx
 
 from shared.enums import ChannelType, Endpoint
@@ -224,3 +225,45 @@ async def test_late_kline_subscriber_gets_the_open_candle_first(
     else:  # it had just closed (nothing open to send): B's first event is the next push, which A gets too
         assert candle.event_id in a.ids()
     await delete_queues(rabbitmq_url, *queues)
+
+
+async def purge(url: str, name: str) -> None:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        await (await channel.declare_queue(name, passive=True)).purge()
+
+
+async def test_ticker_and_order_queues_that_lost_messages_recover_through_the_snapshot_route(
+    api: httpx.AsyncClient, fake: FakeBybit, start_worker: Callable[..., Any], rabbitmq_url: str
+) -> None:
+    svc, other = (f"svc-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    tickers, orders = service_queue(svc, ChannelType.TICKER), service_queue(svc, ChannelType.ORDER)
+    async with start_worker() as worker:
+        ticker_row = await subscribe(api, svc, channel_type="ticker", symbol="BTCUSDT")
+        order_row = await subscribe(api, svc, channel_type="order", category="linear")
+        await subscribe(api, other, channel_type="ticker", symbol="BTCUSDT")
+        await wait_until(lambda: private_subscribed(worker, "order"), what="order subscribed")
+        await fake.push_account("order", category="linear", symbol="BTCUSDT")
+        await fake.push_account("order", category="spot", symbol="ETHUSDT")  # not this service's
+        for row in (ticker_row, order_row):
+            await wait_until(lambda row=row: active(api, row["id"]), what="active")
+        async with consuming(rabbitmq_url, service_queue(other, ChannelType.TICKER)) as untouched:
+            await wait_until(lambda: len(untouched.envelopes) >= 5, what="tickers streaming")
+            await wait_until(lambda: worker.snapshots.waiting == 0, what="join snapshots sent")
+            for queue in (tickers, orders):
+                await purge(rabbitmq_url, queue)  # everything so far is lost
+            for row in (ticker_row, order_row):
+                response = await api.post(f"{URL}/{row['id']}/snapshot")
+                assert response.status_code == 202, response.text
+                assert response.json()["id"] == row["id"]
+            async with consuming(rabbitmq_url, tickers) as t, consuming(rabbitmq_url, orders) as o:
+                await wait_until(lambda: any(e.snapshot for e in t.envelopes), what="the ticker snapshot")
+                await wait_until(lambda: o.envelopes, what="the open linear order again")
+    ticker = next(e for e in t.envelopes if e.snapshot)
+    assert ticker.payload["type"] == "snapshot"
+    assert {"lastPrice", "bid1Price", "ask1Price"} <= set(ticker.payload)
+    assert {e.category for e in o.envelopes} == {"linear"}  # only what the subscription covers
+    assert all(e.snapshot for e in o.envelopes)
+    assert not any(e.snapshot for e in untouched.envelopes)
+    await delete_queues(rabbitmq_url, tickers, orders, service_queue(other, ChannelType.TICKER))
