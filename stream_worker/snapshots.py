@@ -157,7 +157,7 @@ class Snapshots:
             for key, request in ready:
                 try:
                     await self._fetch_and_publish(request)
-                except (BybitRestError, PayloadError) as error:
+                except (BybitRestError, PayloadError, TimeoutError) as error:
                     delay = self._backoff.next_delay()
                     self.counters["snapshot:private_failed"] += 1
                     logger.bind(queue=request.queue, error=str(error), retry_in_s=round(delay, 2)).warning(
