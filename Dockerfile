@@ -9,7 +9,7 @@ RUN uv sync --frozen --no-dev --no-install-project
 COPY control_api ./control_api
 COPY stream_worker ./stream_worker
 COPY shared ./shared
-COPY ws_gateway_dev.py alembic.ini ./
+COPY ws_gateway_dev.py ws_gateway_admin.py alembic.ini ./
 COPY alembic ./alembic
 RUN uv sync --frozen --no-dev
 

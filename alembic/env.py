@@ -1,4 +1,4 @@
-"""Alembic environment: runs migrations over the async engine named by DATABASE_URL.
+"""Alembic environment: runs migrations over the async engine named by DATABASE_URL (or DATABASE_URL_FILE).
 
 A caller (the test suite, the dev launcher) may pass a URL in `config.attributes["database_url"]` instead.
 """
@@ -12,6 +12,7 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
+from shared.config import EnvReader, postgres_engine_args
 from shared.logformat import configure_logging
 from shared.schema import metadata
 
@@ -24,8 +25,9 @@ if config.attributes.get("configure_logging", True):
 
 
 def database_url() -> str:
-    url = config.attributes.get("database_url") or os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
-    return str(url)
+    """The caller's URL, else DATABASE_URL (or the file DATABASE_URL_FILE names), with its TLS parameters."""
+    given = config.attributes.get("database_url")
+    return str(given) if given else EnvReader(os.environ).postgres_url("DATABASE_URL", DEFAULT_DATABASE_URL)
 
 
 def run_migrations_offline() -> None:
@@ -41,7 +43,8 @@ def do_run_migrations(connection: Connection) -> None:
 
 
 async def run_migrations_online() -> None:
-    engine = create_async_engine(database_url())
+    url, tls = postgres_engine_args(database_url())
+    engine = create_async_engine(url, connect_args=tls)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(do_run_migrations)

@@ -17,16 +17,18 @@ from litestar.openapi.spec import Components, SecurityScheme
 from loguru import logger
 
 from control_api.asyncapi import asyncapi_routes
+from control_api.audit import provide_access, record_failed_write
 from control_api.db import Database, create_engine
 from control_api.errors import ApiError, api_error, http_error, unexpected_error
 from control_api.metrics import ApiMetrics, metrics_endpoint
 from control_api.notices import OutboxRelay
 from control_api.ratelimit import WriteRateLimiter, limit_writes, reject_unknown_query
+from control_api.routes.audit import AuditController
 from control_api.routes.balances import BalanceController
 from control_api.routes.health import health
 from control_api.routes.subscriptions import SubscriptionController
 from control_api.routes.workers import WorkerController
-from control_api.security import API_KEY_HEADER, require_api_key
+from control_api.security import API_KEY_HEADER, Keyring, merge_keys, require_api_key
 from control_api.settings import ApiSettings
 from control_api.status import status_routes
 from control_api.tracing import trace_middleware
@@ -78,8 +80,9 @@ def provide_relay(state: State) -> OutboxRelay:
 def create_app(settings: ApiSettings) -> Litestar:
     api = Router(
         path="/api/v1",
-        route_handlers=[SubscriptionController, BalanceController, WorkerController],
+        route_handlers=[SubscriptionController, BalanceController, WorkerController, AuditController],
         guards=[require_api_key, limit_writes, reject_unknown_query],
+        dependencies={"access": Provide(provide_access, sync_to_thread=False)},
         security=[{"ApiKey": []}],
     )
     metrics = ApiMetrics()
@@ -88,7 +91,7 @@ def create_app(settings: ApiSettings) -> Litestar:
         lifespan=[database(settings), outbox_relay(settings)],
         state=State(
             {
-                "api_keys": settings.api_keys,
+                "keyring": Keyring(merge_keys(settings.api_keys, settings.scoped_keys, "WS_GATEWAY_API_KEYS")),
                 "worker_stale_after": settings.worker_stale_after,
                 "write_limiter": WriteRateLimiter(settings.write_rate, settings.write_burst),
                 "metrics": metrics,
@@ -103,6 +106,7 @@ def create_app(settings: ApiSettings) -> Litestar:
             HTTPException: http_error,
             Exception: unexpected_error,
         },
+        after_exception=[record_failed_write],
         middleware=[DefineMiddleware(trace_middleware, on_complete=metrics.observe)],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(

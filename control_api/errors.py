@@ -49,6 +49,13 @@ class Unauthorized(ApiError):
     code = "unauthorized"
 
 
+class Forbidden(ApiError):
+    """The key is valid but its scope does not cover this service or route."""
+
+    status_code = 403
+    code = "forbidden"
+
+
 class RateLimited(ApiError):
     status_code = 429
     code = "rate_limited"

@@ -15,6 +15,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from control_api.errors import BadRequest, RateLimited
+from control_api.security import scope_of_request
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -47,11 +48,11 @@ class WriteRateLimiter:
 
 
 def limit_writes(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard: runs after the key check, so the key is a valid one."""
+    """Guard: runs after the key check, so the key is a valid one; buckets are kept by key id."""
     if connection.scope.get("method") not in WRITE_METHODS:
         return
     limiter: WriteRateLimiter = connection.app.state.write_limiter
-    wait = limiter.retry_after(connection.headers.get("X-API-Key", ""))
+    wait = limiter.retry_after(scope_of_request(connection).key_id)
     if wait is not None:
         raise RateLimited(
             "too many write requests for this API key", {"retry_after_s": round(wait, 3)}, retry_after=wait

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import msgspec
 
+from control_api.security import ApiKey, merge_keys, parse_scoped_keys
 from shared.config import ConfigError, EnvReader, Secret
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -13,11 +14,14 @@ DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
 class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Every value the API reads at start-up. Secrets may come from `NAME_FILE` (see shared.config)."""
+
     database_url: str = DEFAULT_DATABASE_URL
     rabbitmq_url: str = DEFAULT_RABBITMQ_URL
     host: str = "127.0.0.1"
     port: int = 4400
-    api_keys: tuple[Secret, ...] = ()
+    api_keys: tuple[Secret, ...] = ()  # admin keys (WS_GATEWAY_API_KEY)
+    scoped_keys: tuple[ApiKey, ...] = ()  # WS_GATEWAY_API_KEYS: each key with its role and services
     # How long a request may wait on PostgreSQL before it is answered 503 (connect and each statement).
     db_timeout: float = 5.0
     # How long the outbox relay waits between attempts while RabbitMQ is unreachable (doubling up to this).
@@ -38,14 +42,21 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
         env = EnvReader(environ)
         d = cls()  # every default is stated once, on the fields above
         api_keys = env.secrets("WS_GATEWAY_API_KEY")
-        if not api_keys:
-            raise ConfigError("WS_GATEWAY_API_KEY", "required: one API key or a comma-separated list")
+        scoped_json = env.optional_text("WS_GATEWAY_API_KEYS")
+        scoped = parse_scoped_keys("WS_GATEWAY_API_KEYS", scoped_json) if scoped_json is not None else ()
+        if not api_keys and not scoped:
+            raise ConfigError(
+                "WS_GATEWAY_API_KEY",
+                "required: WS_GATEWAY_API_KEY (admin keys, comma-separated) or WS_GATEWAY_API_KEYS (scoped keys)",
+            )
+        merge_keys(api_keys, scoped, "WS_GATEWAY_API_KEYS")  # refuses a key listed twice
         return cls(
-            database_url=env.url("DATABASE_URL", d.database_url, ("postgresql+asyncpg",)),
-            rabbitmq_url=env.url("RABBITMQ_URL", d.rabbitmq_url, ("amqp", "amqps")),
+            database_url=env.postgres_url("DATABASE_URL", d.database_url),
+            rabbitmq_url=env.amqp_url("RABBITMQ_URL", d.rabbitmq_url),
             host=env.text("WS_GATEWAY_HOST", d.host),
             port=env.integer("WS_GATEWAY_PORT", d.port, minimum=1, maximum=65535),
             api_keys=api_keys,
+            scoped_keys=scoped,
             db_timeout=env.number("WS_GATEWAY_DB_TIMEOUT", d.db_timeout, minimum=0.1, maximum=120),
             relay_retry_max=env.number("WS_GATEWAY_RELAY_RETRY_MAX", d.relay_retry_max, minimum=0.1, maximum=300),
             max_body_bytes=env.integer("WS_GATEWAY_MAX_BODY_BYTES", d.max_body_bytes, minimum=1024, maximum=10_000_000),

@@ -1,8 +1,11 @@
 """A live status page for people: `GET /` (one HTML page, inline CSS and JS) polls `GET /status.json`.
 
 The JSON comes from the worker's heartbeat (`worker_health`) and the live subscriptions, grouped by topic in SQL.
-No API key, outside the OpenAPI schema, so it shows states only: fields are copied by name from an allow-list,
-never passed through, because a heartbeat also carries texts (end reasons) that may quote an exception.
+Outside the OpenAPI schema. It shows states only: fields are copied by name from an allow-list, never passed
+through, because a heartbeat also carries texts (end reasons) that may quote an exception.
+Without a key it is aggregate health only: no topic, no service name, no key id, because which symbols a
+strategy watches is exactly what a competitor on the same network would like to know. With a key (the page
+asks for one and sends it as `X-API-Key`) the topics of the services the key may read are listed; admin: all.
 Message rates are left to the page: it divides counter deltas by the time between two heartbeats.
 """
 
@@ -13,16 +16,17 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from litestar import Response, Router, get
+from litestar import Request, Response, Router, get
 from litestar.datastructures import State
 from litestar.enums import MediaType
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from control_api.db import Database
 from control_api.errors import DatabaseUnavailable
 from control_api.routes.common import Db
 from control_api.routes.health import worker_health
+from control_api.security import Scope, authenticate
 from shared.api import WorkerMember
 from shared.heartbeat import WorkerHeartbeat
 from shared.schema import SubscriptionRow, WorkerHeartbeatRow
@@ -58,6 +62,7 @@ class TopicState(msgspec.Struct, frozen=True, kw_only=True):
 
 class WorkerState(msgspec.Struct, frozen=True, kw_only=True):
     status: str  # "unknown" | "up" | "stale" | "degraded", as in /health
+    detail: str | None = None  # why, in the worker's own words (our fixed sentences: no URLs, no exception texts)
     heartbeat_age_s: float | None = None
     heartbeat_ms: int | None = None  # when the counters below were taken: the page's clock for rates
     sockets: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
@@ -65,7 +70,17 @@ class WorkerState(msgspec.Struct, frozen=True, kw_only=True):
     counters: dict[str, int] = msgspec.field(default_factory=dict)
 
 
+class Caller(msgspec.Struct, frozen=True, kw_only=True):
+    """Who is asking, shown back to a caller with a key (never to an anonymous one)."""
+
+    key_id: str
+    role: str
+    services: list[str] | None  # None: every service (admin)
+
+
 class Status(msgspec.Struct, frozen=True, kw_only=True):
+    access: str = "anonymous"  # "anonymous" (aggregate health only) | "read" | "write" | "admin"
+    caller: Caller | None = None
     database: str  # "up" | "down"
     worker: WorkerState
     members: list[WorkerMember] = msgspec.field(default_factory=list)  # every worker of the cluster, as in /health
@@ -90,7 +105,7 @@ async def _heartbeat(db: Database, worker_id: str) -> tuple[int, dict[str, int]]
     return int(row.updated_at.timestamp() * 1000), counters
 
 
-async def _topics(db: Database) -> tuple[list[TopicState], bool]:
+async def _topics(db: Database, visible: frozenset[str] | None) -> tuple[list[TopicState], bool]:
     services = func.jsonb_agg(
         aggregate_order_by(
             func.jsonb_build_object("service", SubscriptionRow.requesting_service, "status", SubscriptionRow.status),
@@ -107,6 +122,7 @@ async def _topics(db: Database) -> tuple[list[TopicState], bool]:
             func.min(SubscriptionRow.stale_since),
         )
         .where(SubscriptionRow.is_active)
+        .where(SubscriptionRow.requesting_service.in_(sorted(visible)) if visible is not None else true())
         .group_by(SubscriptionRow.endpoint, SubscriptionRow.topic)
         .order_by(SubscriptionRow.endpoint, SubscriptionRow.topic)
         .limit(MAX_TOPICS + 1)
@@ -126,18 +142,26 @@ async def _topics(db: Database) -> tuple[list[TopicState], bool]:
     return topics, len(rows) > MAX_TOPICS
 
 
-async def gather_status(db: Database, stale_after: float) -> Status:
+async def gather_status(db: Database, stale_after: float, scope: Scope | None = None) -> Status:
+    """The status a caller with `scope` may see; None is an anonymous caller."""
+    caller = None
+    if scope is not None:
+        services = sorted(scope.visible_services) if scope.visible_services is not None else None
+        caller = Caller(key_id=scope.key_id, role=scope.role.value, services=services)
+    access = scope.role.value if scope is not None else "anonymous"
     health = await worker_health(db, stale_after)
     try:
-        topics, truncated = await _topics(db)
+        topics, truncated = await _topics(db, scope.visible_services) if scope is not None else ([], False)
         heartbeat_ms, counters = await _heartbeat(db, health.worker_id) if health.worker_id else (0, {})
     except DatabaseUnavailable:
-        return Status(database="down", worker=WorkerState(status=health.status), topics=[])
-    sockets = {
-        name: _pick(msgspec.to_builtins(values), SOCKET_FIELDS) for name, values in (health.sockets or {}).items()
-    }
+        return Status(
+            access=access, caller=caller, database="down", worker=WorkerState(status=health.status), topics=[]
+        )
+    reported = health.sockets or {}
+    sockets = {name: _pick(msgspec.to_builtins(values), SOCKET_FIELDS) for name, values in reported.items()}
     worker = WorkerState(
         status=health.status,
+        detail=health.detail,
         heartbeat_age_s=health.heartbeat_age_s,
         heartbeat_ms=heartbeat_ms or None,
         sockets=sockets,
@@ -145,12 +169,21 @@ async def gather_status(db: Database, stale_after: float) -> Status:
         counters=counters,
     )
     members = health.members or []
-    return Status(database="up", worker=worker, members=members, topics=topics, topics_truncated=truncated)
+    return Status(
+        access=access,
+        caller=caller,
+        database="up",
+        worker=worker,
+        members=members,
+        topics=topics,
+        topics_truncated=truncated,
+    )
 
 
 @get("/status.json", include_in_schema=False)
-async def status_json(db: Db, state: State) -> Status:
-    return await gather_status(db, state.worker_stale_after)
+async def status_json(request: Request[Any, Any, Any], db: Db, state: State) -> Status:
+    # No key: aggregate health. A wrong key is a 401, not silently anonymous, so a person sees the typo.
+    return await gather_status(db, state.worker_stale_after, authenticate(request))
 
 
 @get("/", include_in_schema=False, media_type=MediaType.HTML)
@@ -175,12 +208,17 @@ PAGE = """<!doctype html>
   .ok { background: #d9f5df; color: #12602a; } .bad { background: #fbdada; color: #8a1414; }
   .warn { background: #fff1c7; color: #6b4e00; } .none { color: #7a838c; }
   .badge { display: inline-block; padding: 0 .5rem; border-radius: .7rem; font-weight: 600; margin: 0 .2rem .2rem 0; }
-  #meta { color: #59636e; }
+  #meta { color: #59636e; } #keyform { margin: .5rem 0; }
 </style>
 </head>
 <body>
 <h1>ws-gateway <span id="overall" class="badge none">loading</span></h1>
 <div id="meta">Polling /status.json every 3 s.</div>
+<form id="keyform" autocomplete="off">
+  <input id="apikey" type="password" placeholder="API key (read key shows its topics)" size="36">
+  <button type="submit">Use key</button> <button type="button" id="forget">Forget key</button>
+  <span id="access" class="badge none"></span>
+</form>
 <h2>Stream worker</h2><div id="worker"></div>
 <h2>Workers</h2><table id="members"></table>
 <h2>Bybit sockets (freshest worker)</h2><table id="sockets"></table>
@@ -224,6 +262,9 @@ function age(seconds) { return seconds === null || seconds === undefined ? "n/a"
 
 function render(status) {
   const worker = status.worker;
+  const access = document.getElementById("access");
+  access.textContent = status.caller ? status.access + " key " + status.caller.key_id
+    : "anonymous: aggregate health only";
   const healthy = status.database === "up" && worker.status === "up";
   const overall = document.getElementById("overall");
   overall.textContent = healthy ? "healthy" : status.database !== "up" ? "database down" : "worker " + worker.status;
@@ -232,7 +273,7 @@ function render(status) {
 
   const w = document.getElementById("worker");
   w.replaceChildren(badge(worker.status, worker.status === "unknown" ? null : worker.status === "up"),
-    el("span", "heartbeat age " + age(worker.heartbeat_age_s)));
+    el("span", "heartbeat age " + age(worker.heartbeat_age_s) + (worker.detail ? "; " + worker.detail : "")));
 
   fill(document.getElementById("members"), ["worker", "lease", "lease age", "topics", "private stream", "sockets"],
     (status.members || []).map(m => row([
@@ -252,7 +293,11 @@ function render(status) {
       el("td", age(s.last_message_age_s), "num"), el("td", s.reconnects ?? 0, "num"),
     ], {"data-socket": name, "data-connected": String(Boolean(s.connected))})));
 
-  fill(document.getElementById("topics"), ["endpoint", "topic", "status", "subscribers"],
+  if (status.access === "anonymous") {
+    const topics = document.getElementById("topics");
+    topics.replaceChildren(row([el("td", "Topics and subscribers are shown to API keys only: enter a read key above.",
+      "none")]));
+  } else fill(document.getElementById("topics"), ["endpoint", "topic", "status", "subscribers"],
     status.topics.map(t => {
       const services = el("td");
       t.services.forEach(s => services.appendChild(badge(s.service + " (" + s.status + ")", s.status === "active")));
@@ -290,9 +335,24 @@ function render(status) {
       el("td", name in rates ? rates[name].toFixed(1) : "…", "num")], {"data-counter": name})));
 }
 
+const KEY = "ws-gateway-api-key";  // sessionStorage: gone when the tab closes
+document.getElementById("keyform").addEventListener("submit", event => {
+  event.preventDefault();
+  const input = document.getElementById("apikey");
+  if (input.value) sessionStorage.setItem(KEY, input.value);
+  input.value = "";
+});
+document.getElementById("forget").addEventListener("click", () => sessionStorage.removeItem(KEY));
+
 async function poll() {
   try {
-    const response = await fetch("status.json", {cache: "no-store"});
+    const key = sessionStorage.getItem(KEY);
+    const response = await fetch("status.json", {cache: "no-store", headers: key ? {"X-API-Key": key} : {}});
+    if (response.status === 401) {
+      sessionStorage.removeItem(KEY);
+      document.getElementById("access").textContent = "key rejected: showing aggregate health";
+      throw new Error("HTTP 401");
+    }
     if (!response.ok) throw new Error("HTTP " + response.status);
     render(await response.json());
   } catch (error) {

@@ -60,6 +60,7 @@ def trace_middleware(app: ASGIApp, on_complete: RequestObserver | None = None) -
                 logger.bind(
                     method=scope.get("method"),
                     path=scope.get("path"),
+                    key_id=scope["state"].get("key_id"),  # set by the key guard; never the key itself
                     status=status,
                     duration_ms=round(seconds * 1000, 2),
                 ).info("request")

@@ -196,3 +196,27 @@ class Health(msgspec.Struct, frozen=True, kw_only=True):
     rabbitmq: DependencyHealth
     worker: WorkerHealth
     outbox_pending: int | None = None
+
+
+class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """One write request to the API and what came of it. `key_id` names the key (never the key itself)."""
+
+    id: int
+    at: datetime
+    key_id: str | None
+    role: str | None
+    action: str  # create | cancel | cancel_service | ...
+    service: str | None
+    subscription_id: uuid.UUID | None
+    trace_id: str
+    # created | existing | cancelled | unchanged | forbidden | rate_limited | invalid | not_found | error
+    result: str
+    status: int  # the HTTP status the caller got
+    detail: dict[str, Any]
+
+
+class AuditPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[AuditEntry]  # newest first
+    total: int
+    limit: int
+    offset: int

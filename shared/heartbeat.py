@@ -22,6 +22,7 @@ class SocketHealth(msgspec.Struct, kw_only=True):
     reconnects: int = 0
     auth_failures: int = 0
     last_end_reason: str | None = None  # may quote an exception: never shown to anonymous callers
+    conn_id: str | None = None  # Bybit's id of the current or last socket, to quote to Bybit's support
     detail: str | None = None  # why a wanted socket cannot exist (no API keys)
 
 
@@ -39,6 +40,7 @@ class PublisherHealth(msgspec.Struct, kw_only=True):
     unconfirmed: int = 0  # account messages published and not yet confirmed
     reconnects: int = 0  # connections established after the first
     last_confirm_latency: float | None = None  # seconds from publish to ack, of the latest confirmed message
+    down_for_s: float | None = None  # seconds since the connection was lost (or since start); None while up
 
 
 class ResyncHealth(msgspec.Struct, kw_only=True):
@@ -69,6 +71,9 @@ class WorkerHeartbeat(msgspec.Struct, kw_only=True):
     counters: dict[str, int] = msgspec.field(default_factory=dict)
     market: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)  # per socket: book/ticker counters
     commands_connected: bool = False
+    commands_down_for_s: float | None = None  # seconds since the command listener lost RabbitMQ; None while up
+    # Why `healthy` is false, one short sentence each (no URLs, no exception texts): safe for /health.
+    problems: list[str] = msgspec.field(default_factory=list)
     state_pending: int = 0
     account_resync: ResyncHealth | None = None
     cluster: ClusterHealth = msgspec.field(default_factory=ClusterHealth)

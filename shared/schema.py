@@ -30,6 +30,8 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.config import postgres_engine_args
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -287,17 +289,46 @@ class LeaseRow(Base):
     last_frame_ms: Mapped[int | None] = mapped_column(BigInteger)
 
 
+class AuditRow(Base):
+    """One row per write request to the API (create, cancel, cancel-by-service, ...), whatever its outcome.
+
+    A change and its row commit in one transaction; a refused or failed request is recorded on its own. Keys
+    appear only as key ids, never as keys.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_at", "at"),
+        Index("ix_audit_log_service_at", "service", "at"),
+        Index("ix_audit_log_key_id_at", "key_id", "at"),
+        Index("ix_audit_log_subscription_id", "subscription_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(server_default=func.now())
+    key_id: Mapped[str | None] = mapped_column(String(16))
+    role: Mapped[str | None] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(32))
+    service: Mapped[str | None] = mapped_column(String(64))
+    subscription_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    trace_id: Mapped[str] = mapped_column(String(64))
+    result: Mapped[str] = mapped_column(String(32))
+    status: Mapped[int] = mapped_column(SmallInteger)  # the HTTP status the caller got
+    detail: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))
+
+
 metadata = Base.metadata
 
 
 def create_engine(database_url: str, timeout: float, *, pool_size: int, max_overflow: int) -> AsyncEngine:
     """The async engine both services use (it connects lazily: nothing happens until first use). `timeout`
     bounds connecting, waiting for a pooled connection and each statement."""
+    url, tls = postgres_engine_args(database_url)  # sslmode, sslrootcert: asyncpg takes them as `ssl`
     return create_async_engine(
-        database_url,
+        url,
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=timeout,
         pool_pre_ping=True,  # a restarted PostgreSQL leaves dead pooled connections behind
-        connect_args={"timeout": timeout, "command_timeout": timeout},
+        connect_args={"timeout": timeout, "command_timeout": timeout, **tls},
     )

@@ -104,17 +104,27 @@ class Dispatcher:
                     self.silence.acked(key, time.monotonic())
                     if key not in self.silence.stale:  # rows a previous silence (or process) left stale
                         self._state.set_stale(endpoint, topic, None)
-            case SubscribeRejected(topic=topic, reason=reason):
-                self._op_traces.log(endpoint, topic).bind(reason=reason).warning("bybit rejected a topic")
+            case SubscribeRejected(topic=topic, reason=reason, conn_id=conn_id):
+                log = self._op_traces.log(endpoint, topic).bind(reason=reason, conn_id=conn_id)
+                log.warning("bybit rejected a topic")
                 self._convergence.settled(endpoint, topic, SubscriptionStatus.FAILED, reason)
             case Authenticated():
                 logger.bind(endpoint=endpoint.value).info("bybit private stream authenticated")
-            case AuthRejected(reason=reason):
-                logger.bind(reason=reason).error(
+            case AuthRejected(reason=reason, conn_id=conn_id):
+                logger.bind(reason=reason, conn_id=conn_id).error(
                     "bybit rejected our API key: check clock skew, key, secret and BYBIT_ENVIRONMENT"
                 )
-            case Unknown(kind=kind) | Malformed(kind=kind):
-                self._count_once(f"frames:{type(event).__name__.lower()}:{kind}", endpoint)
+            case Malformed(kind=kind, topic=topic):
+                self._count_once(f"frames:malformed:{kind}", endpoint)
+                market = self._markets.get(endpoint)
+                if topic is not None and market is not None and market.handles(topic):
+                    received_ms = int(self._wall() * 1000)
+                    result = market.on_unreadable(
+                        topic, now=time.monotonic(), received_ms=received_ms, trace_id=self._trace_id()
+                    )
+                    self._publish_market(endpoint, result)
+            case Unknown(kind=kind):
+                self._count_once(f"frames:unknown:{kind}", endpoint)
             case _:
                 pass
 

@@ -24,6 +24,20 @@ from stream_worker.state.persistence import DATABASE_ERRORS, StateWriter, Store
 HEARTBEAT_SECONDS = 5.0
 
 
+def broker_problems(publisher_down_for: float | None, commands_down_for: float | None, grace: float) -> list[str]:
+    """What makes the worker unhealthy on the RabbitMQ side: a link down for longer than `grace` seconds.
+
+    A short blip (a broker restart, a reconnect) is not worth a page, so it gets `grace` to come back; after
+    that the events (publisher) or the change notices (command listener) are not flowing and /health says so.
+    """
+    problems = []
+    if publisher_down_for is not None and publisher_down_for > grace:
+        problems.append(f"RabbitMQ publisher disconnected for {publisher_down_for:.0f}s")
+    if commands_down_for is not None and commands_down_for > grace:
+        problems.append(f"RabbitMQ command listener disconnected for {commands_down_for:.0f}s")
+    return problems
+
+
 class Health:
     def __init__(
         self,
@@ -37,6 +51,8 @@ class Health:
         dispatcher: Dispatcher,
         cluster: Cluster,
         account_sync: AccountSync | None,
+        broker_grace: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._connections = connections
         self._markets = markets
@@ -47,17 +63,19 @@ class Health:
         self._dispatcher = dispatcher
         self._cluster = cluster
         self._account_sync = account_sync
+        self._broker_grace = broker_grace
+        self._clock = clock
 
     def report(self) -> WorkerHeartbeat:
-        now = time.monotonic()
+        now = self._clock()
         sockets: dict[str, SocketHealth] = {}
-        healthy = True
+        problems: list[str] = []
         for endpoint, connection in self._connections.items():
             protocol = connection.protocol
             wanted = len(protocol.wanted)
             up = connection.connected and (not endpoint.private or protocol.authenticated)
             if wanted and not up:
-                healthy = False
+                problems.append(f"Bybit socket {endpoint.value} is down")
             last = protocol.last_received
             sockets[endpoint.value] = SocketHealth(
                 wanted=wanted,
@@ -69,23 +87,34 @@ class Health:
                 reconnects=connection.reconnects,
                 auth_failures=connection.auth_failures,
                 last_end_reason=connection.last_end_reason,
+                conn_id=connection.conn_id,
             )
         desired = self._convergence.desired.topics()
         if desired.get(Endpoint.PRIVATE) and Endpoint.PRIVATE not in self._connections:
             sockets["private"] = SocketHealth(wanted=len(desired[Endpoint.PRIVATE]), detail=NO_KEYS)
         resync = self._account_sync.state if self._account_sync is not None else None
+        publisher_down, commands_down = self._publisher.down_for(now), self._commands.down_for(now)
+        problems += broker_problems(publisher_down, commands_down, self._broker_grace)
+        publisher = msgspec.convert(self._publisher.stats_dict(), PublisherHealth)
+        publisher.down_for_s = _rounded(publisher_down)
         return WorkerHeartbeat(
-            healthy=healthy,
+            healthy=not problems,
+            problems=problems,
             revision=self._convergence.desired.revision,
             sockets=sockets,
-            publisher=msgspec.convert(self._publisher.stats_dict(), PublisherHealth),
+            publisher=publisher,
             counters=dict(self._dispatcher.counters),
             market={e.value: dict(m.counters) for e, m in self._markets.items() if m.counters},
             commands_connected=self._commands.connected,
+            commands_down_for_s=_rounded(commands_down),
             state_pending=self._state.pending,
             account_resync=msgspec.convert(resync, ResyncHealth) if resync is not None else None,
             cluster=self._cluster.health(),
         )
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)
 
 
 async def write_heartbeats(

@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from shared.enums import Endpoint
 from shared.events import EventEnvelope
+from shared.heartbeat import WorkerHeartbeat
 from stream_worker.broker.publisher import Publisher
 from stream_worker.cluster.ownership import Cluster
 from stream_worker.envelopes.market import MarketState
@@ -91,6 +92,10 @@ def topic_class(root: str) -> str:
     return TOPIC_CLASS.get(root, "unknown")
 
 
+class HealthSource(Protocol):
+    def report(self) -> WorkerHeartbeat: ...
+
+
 class MetricsSource(Protocol):
     """The narrow view of the worker that a scrape reads (the worker hands itself over as one)."""
 
@@ -110,6 +115,8 @@ class MetricsSource(Protocol):
     def stale_topics(self) -> Mapping[tuple[Endpoint, str], float]: ...
     @property
     def snapshot_counters(self) -> Counter[str]: ...
+    @property
+    def health(self) -> HealthSource: ...
 
 
 class WorkerCollector(Collector):
@@ -120,11 +127,33 @@ class WorkerCollector(Collector):
         self._tally = tally
 
     def collect(self) -> Iterable[Metric]:
+        yield from self._health()
         yield from self._bybit()
         yield from self._published()
         yield from self._publisher()
         yield from self._market()
         yield from self._cluster()
+
+    def _health(self) -> Iterable[Metric]:
+        report = self._worker.health.report()
+        yield GaugeMetricFamily(
+            f"{PREFIX}_healthy",
+            "1 when the worker reports itself healthy (wanted Bybit sockets up, RabbitMQ links up or within grace)",
+            value=int(report.healthy),
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_commands_connected",
+            "1 while the command listener is consuming change notices from RabbitMQ",
+            value=int(report.commands_connected),
+        )
+        down = GaugeMetricFamily(
+            f"{PREFIX}_rabbitmq_down_seconds",
+            "Seconds a RabbitMQ link has been down (0 while up), by link",
+            labels=["link"],
+        )
+        down.add_metric(["publisher"], report.publisher.down_for_s or 0.0)
+        down.add_metric(["commands"], report.commands_down_for_s or 0.0)
+        yield down
 
     def _cluster(self) -> Iterable[Metric]:
         cluster = self._worker.cluster
@@ -291,11 +320,26 @@ class WorkerCollector(Collector):
             "Order books declared invalid, by category and cause",
             labels=["category", "cause"],
         )
+        malformed = CounterMetricFamily(
+            f"{PREFIX}_malformed_market_pushes",
+            "Book and ticker pushes that could not be read (state dropped, resubscribed), by category and kind",
+            labels=["category", "kind"],
+        )
+        gaps_ignored = CounterMetricFamily(
+            f"{PREFIX}_book_gaps_ignored",
+            "Book deltas applied across a jump in u because WS_GATEWAY_BOOK_GAP_CHECK is off",
+            labels=["category"],
+        )
         for endpoint, market in self._worker.markets.items():
             for key, count in sorted(market.counters.items()):
                 if key.startswith("book_invalid:"):
                     invalid.add_metric([endpoint.value, key.removeprefix("book_invalid:")], count)
+                elif key.startswith("malformed:"):
+                    malformed.add_metric([endpoint.value, key.removeprefix("malformed:")], count)
+            gaps_ignored.add_metric([endpoint.value], market.counters["book:gap_ignored"])
         yield invalid
+        yield malformed
+        yield gaps_ignored
         stale = GaugeMetricFamily(
             f"{PREFIX}_stale_topics",
             "Acknowledged public topics with no push for longer than their channel's threshold",

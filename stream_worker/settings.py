@@ -64,8 +64,18 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     # (0: never). Bybit pushes a liquid book every 10-100 ms and a ticker every 50-100 ms on change; a kline
     # "1-60s". Trades and liquidations happen when they happen, so silence proves nothing there by default.
     stale_after: dict[str, float] = msgspec.field(default_factory=lambda: dict(STALE_AFTER_DEFAULTS))
+    # A delta whose `u` is not the last + 1 is a gap (resync). Bybit documents that rule only for orderbook.full;
+    # off, a jump is applied and counted (`gap_ignored`): the fallback PROTOCOL.md §7.3 asks for (AUDIT C6).
+    book_gap_check: bool = True
     market_queue_max_length: int = DEFAULT_MARKET_MAX_LENGTH  # per market-data queue; the oldest are dropped beyond it
     shutdown_grace: float = 10.0
+    # The publisher or the command listener may be away from RabbitMQ this long before the worker reports
+    # itself unhealthy (heartbeat, /health 503, ws_gateway_worker_healthy 0): a broker restart is not a page.
+    broker_grace: float = 10.0
+    # Incident capture: every raw Bybit frame in and op out, per socket, as rotating gzip JSON lines. "" is off.
+    capture_dir: str = ""
+    capture_file_bytes: int = 64 * 1024 * 1024  # a capture file is rotated past this many compressed bytes
+    capture_total_bytes: int = 1024 * 1024 * 1024  # the oldest capture files are deleted beyond this in all
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464  # Prometheus scrape endpoint (GET /metrics); 0 serves none
     log_level: str = "info"
@@ -82,9 +92,15 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
         d = cls()  # every default is stated once, on the fields above
         environment = env.choice("BYBIT_ENVIRONMENT", d.bybit_environment, tuple(BYBIT_HOSTS))
         public_ws, private_ws, rest = BYBIT_HOSTS[environment]
-        ws_override = env.optional_text("BYBIT_WS_URL")
-        if ws_override is not None:
-            public_ws = private_ws = env.url("BYBIT_WS_URL", ws_override, ("ws", "wss")).rstrip("/")
+        # Most specific wins: BYBIT_PUBLIC_WS_URL / BYBIT_PRIVATE_WS_URL, then the shared BYBIT_WS_URL, then the
+        # environment's hosts. Separate, because demo's private host serves no public data (demo.mdx) and a
+        # regional host may serve only one of the two.
+        if env.optional_text("BYBIT_WS_URL") is not None:
+            public_ws = private_ws = env.url("BYBIT_WS_URL", public_ws, ("ws", "wss")).rstrip("/")
+        if env.optional_text("BYBIT_PUBLIC_WS_URL") is not None:
+            public_ws = env.url("BYBIT_PUBLIC_WS_URL", public_ws, ("ws", "wss")).rstrip("/")
+        if env.optional_text("BYBIT_PRIVATE_WS_URL") is not None:
+            private_ws = env.url("BYBIT_PRIVATE_WS_URL", private_ws, ("ws", "wss")).rstrip("/")
         if env.optional_text("BYBIT_REST_URL") is not None:
             rest = env.url("BYBIT_REST_URL", rest, ("http", "https")).rstrip("/")
         api_key, api_secret = env.secret("BYBIT_API_KEY"), env.secret("BYBIT_API_SECRET")
@@ -97,9 +113,17 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
         if lease_renew > lease_ttl / 2:
             # One late renewal must not look like a death: at least two renewals fit in a lease.
             raise ConfigError("WS_GATEWAY_LEASE_RENEW_INTERVAL", "must be at most half of WS_GATEWAY_LEASE_TTL")
+        capture_file = env.integer(
+            "WS_GATEWAY_CAPTURE_FILE_BYTES", d.capture_file_bytes, minimum=65_536, maximum=1 << 40
+        )
+        capture_total = env.integer(
+            "WS_GATEWAY_CAPTURE_TOTAL_BYTES", d.capture_total_bytes, minimum=65_536, maximum=1 << 50
+        )
+        if capture_total < capture_file:
+            raise ConfigError("WS_GATEWAY_CAPTURE_TOTAL_BYTES", "must be at least WS_GATEWAY_CAPTURE_FILE_BYTES")
         return cls(
-            database_url=env.url("DATABASE_URL", d.database_url, ("postgresql+asyncpg",)),
-            rabbitmq_url=env.url("RABBITMQ_URL", d.rabbitmq_url, ("amqp", "amqps")),
+            database_url=env.postgres_url("DATABASE_URL", d.database_url),
+            rabbitmq_url=env.amqp_url("RABBITMQ_URL", d.rabbitmq_url),
             bybit_environment=environment,
             public_ws_url=public_ws,
             private_ws_url=private_ws,
@@ -133,10 +157,15 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
                 channel: env.number(f"WS_GATEWAY_STALE_AFTER_{channel.upper()}", default, minimum=0, maximum=86_400)
                 for channel, default in STALE_AFTER_DEFAULTS.items()
             },
+            book_gap_check=env.flag("WS_GATEWAY_BOOK_GAP_CHECK", d.book_gap_check),
             market_queue_max_length=env.integer(
                 "WS_GATEWAY_MARKET_QUEUE_MAX_LENGTH", d.market_queue_max_length, minimum=1, maximum=100_000_000
             ),
             shutdown_grace=env.number("WS_GATEWAY_SHUTDOWN_GRACE", d.shutdown_grace, minimum=0, maximum=600),
+            broker_grace=env.number("WS_GATEWAY_BROKER_GRACE", d.broker_grace, minimum=0, maximum=3600),
+            capture_dir=env.optional_text("WS_GATEWAY_CAPTURE_DIR") or d.capture_dir,
+            capture_file_bytes=capture_file,
+            capture_total_bytes=capture_total,
             metrics_host=env.text("WS_GATEWAY_WORKER_METRICS_HOST", d.metrics_host),
             metrics_port=env.integer("WS_GATEWAY_WORKER_METRICS_PORT", d.metrics_port, minimum=0, maximum=65535),
             log_level=env.choice("LOG_LEVEL", d.log_level, ("debug", "info", "warning", "error")),

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from loguru import logger
 
@@ -32,6 +33,7 @@ from stream_worker.dispatch import Dispatcher, TraceIds
 from stream_worker.envelopes.market import BookOutput, MarketState
 from stream_worker.envelopes.normalize import Normalizer
 from stream_worker.exchange.account_sync import AccountSync
+from stream_worker.exchange.capture import Capture
 from stream_worker.exchange.connection import Connection, ConnectionSettings
 from stream_worker.exchange.rest import BybitRest
 from stream_worker.exchange.resync import AccountResync
@@ -87,6 +89,7 @@ class Worker:
                 top_levels=settings.book_top_levels,
                 checksum_levels=settings.book_checksum_levels,
                 snapshot_timeout=settings.snapshot_timeout,
+                gap_check=settings.book_gap_check,
             )
             for endpoint in PUBLIC_ENDPOINTS
         }
@@ -137,6 +140,13 @@ class Worker:
             wall=wall,
             book_top_interval=settings.book_top_interval,
         )
+        self.capture: Capture | None = None
+        if settings.capture_dir:
+            self.capture = Capture(
+                Path(settings.capture_dir),
+                file_bytes=settings.capture_file_bytes,
+                total_bytes=settings.capture_total_bytes,
+            )
         base_urls = dict.fromkeys(PUBLIC_ENDPOINTS, settings.public_ws_url)
         base_urls[Endpoint.PRIVATE] = settings.private_ws_url
         for endpoint, protocol in protocols.items():
@@ -146,6 +156,7 @@ class Worker:
                 self.dispatcher.on_event,
                 on_connected=self.dispatcher.on_connected,
                 settings=connection_settings,
+                capture=self.capture.socket(endpoint.value, endpoint.value) if self.capture is not None else None,
             )
         self.commands = CommandListener(
             settings.rabbitmq_url, self.worker_id, self.convergence.on_command, reread=self.convergence.reload
@@ -177,6 +188,7 @@ class Worker:
             dispatcher=self.dispatcher,
             cluster=self.cluster,
             account_sync=self.account_sync,
+            broker_grace=settings.broker_grace,
         )
         self.metrics = worker_registry(self, self.published)
 
@@ -225,6 +237,7 @@ class Worker:
             publishing = outer.create_task(self.publisher.run(), name="publisher")
             writing = outer.create_task(self.state.run(), name="state-writer")
             balances = outer.create_task(self.balances.run(), name="balance-writer")
+            capturing = outer.create_task(self.capture.run(), name="capture") if self.capture is not None else None
             try:
                 async with asyncio.TaskGroup() as inputs:
                     inputs.create_task(self.cluster.run(), name="cluster")
@@ -252,8 +265,9 @@ class Worker:
                     await self.publisher.wait_drained()
                     await self.balances.wait_drained()
                     await self.state.flush()
-            for task in (publishing, writing, balances):
-                task.cancel()
+            for task in (publishing, writing, balances, capturing):
+                if task is not None:
+                    task.cancel()  # the capture writes what it holds before it ends
         if self.rest is not None:
             await self.rest.close()
 

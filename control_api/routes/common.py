@@ -8,7 +8,7 @@ from typing import Any
 from litestar import Request
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -31,6 +31,7 @@ def error_responses(*codes: int) -> dict[int, ResponseSpec]:
     descriptions = {
         400: "The request is invalid; `error.message` names the field.",
         401: "The X-API-Key header is missing or wrong.",
+        403: "The key's scope does not cover this service or route (see README, Security).",
         404: "No such resource.",
         409: "The resource is not in a state that allows this (e.g. a snapshot of a subscription not yet live).",
         429: "Too many writes for this API key; retry after the Retry-After header's seconds.",
@@ -48,7 +49,11 @@ def trace_id_of(request: Request[Any, Any, Any]) -> str:
 
 
 async def paginate(
-    session: AsyncSession, query: Select[Any], order_by: Sequence[InstrumentedAttribute[Any]], limit: int, offset: int
+    session: AsyncSession,
+    query: Select[Any],
+    order_by: Sequence[InstrumentedAttribute[Any] | ColumnElement[Any]],
+    limit: int,
+    offset: int,
 ) -> tuple[int, Sequence[Any]]:
     """The total number of rows `query` matches, and one page of them in a stable order."""
     total: int = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()

@@ -43,7 +43,9 @@ async def worker_health(db: Database, stale_after: float) -> WorkerHealth:
     if age > stale_after:
         status, detail = "stale", f"no heartbeat for {age:.0f}s"
     elif not heartbeat.healthy or unwell:
-        status, detail = "degraded", "a wanted Bybit socket is down"
+        # The worker's own words (a socket down, a RabbitMQ link down past its grace); older workers send none.
+        problems = heartbeat.problems if not heartbeat.healthy else ["another worker is unwell"]
+        status, detail = "degraded", "; ".join(problems) or "a wanted Bybit socket is down"
         if unwell:
             detail += f" (on {', '.join(unwell)})"
     else:

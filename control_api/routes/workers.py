@@ -12,6 +12,7 @@ from litestar import Controller, get
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from control_api.audit import Caller
 from control_api.routes.common import Db, error_responses
 from shared.api import WorkerMember, Workers
 from shared.heartbeat import WorkerHeartbeat
@@ -27,8 +28,14 @@ from shared.schema import (
 UNOWNED_LISTED = 100
 
 
-async def read_workers(session: AsyncSession, *, with_topics: bool) -> Workers:
-    """Every member row with its lease and heartbeat, the private holder and the unowned wanted topics."""
+async def read_workers(
+    session: AsyncSession, *, with_topics: bool, visible_services: frozenset[str] | None = None
+) -> Workers:
+    """Every member row with its lease and heartbeat, the private holder and the unowned wanted topics.
+
+    With `visible_services`, topic names are limited to those these services want: a scoped key learns
+    nothing about the symbols other teams watch (the counts stay whole: they are aggregate health).
+    """
     now: datetime = (await session.execute(select(func.now()))).scalar_one()
     rows = (
         await session.execute(
@@ -41,9 +48,14 @@ async def read_workers(session: AsyncSession, *, with_topics: bool) -> Workers:
     holder = lease.holder if lease is not None and lease.expires_at > now else None
     wanted = (
         await session.execute(
-            select(SubscriptionRow.endpoint, SubscriptionRow.topic).where(SubscriptionRow.is_active).distinct()
+            select(SubscriptionRow.endpoint, SubscriptionRow.topic, SubscriptionRow.requesting_service).where(
+                SubscriptionRow.is_active
+            )
         )
     ).all()
+    shown: set[str] | None = None
+    if visible_services is not None:
+        shown = {f"{endpoint}:{topic}" for endpoint, topic, service in wanted if service in visible_services}
     members: list[WorkerMember] = []
     owned: set[str] = set()
     for member, heartbeat_at, heartbeat in rows:
@@ -60,19 +72,26 @@ async def read_workers(session: AsyncSession, *, with_topics: bool) -> Workers:
                 joined_at=member.joined_at,
                 holds_private=alive and holder == member.worker_id,
                 topic_count=sum(len(listed) for listed in topics.values()),
-                topics=topics if with_topics else None,
+                topics=_only(topics, shown) if with_topics else None,
                 heartbeat_age_s=round((now - heartbeat_at).total_seconds(), 3) if heartbeat_at else None,
                 healthy=WorkerHeartbeat.from_json(heartbeat).healthy if heartbeat is not None else None,
             )
         )
-    unowned = sorted({f"{endpoint}:{topic}" for endpoint, topic in wanted} - owned)
+    unowned_all = {f"{endpoint}:{topic}" for endpoint, topic, _ in wanted} - owned
+    unowned = sorted(unowned_all if shown is None else unowned_all & shown)
     return Workers(
         items=members,
         live=sum(m.alive for m in members),
         private_holder=holder,
         unowned_topics=unowned[:UNOWNED_LISTED],
-        unowned_count=len(unowned),
+        unowned_count=len(unowned_all),
     )
+
+
+def _only(topics: dict[str, list[str]], shown: set[str] | None) -> dict[str, list[str]]:
+    if shown is None:
+        return topics
+    return {socket: [t for t in listed if f"{socket}:{t}" in shown] for socket, listed in topics.items()}
 
 
 class WorkerController(Controller):
@@ -83,9 +102,10 @@ class WorkerController(Controller):
         "/",
         summary="The stream workers, their leases and the topics each serves",
         description="Members come from the leases the workers renew in PostgreSQL; a worker whose lease "
-        "expired is dead (`alive: false`) and its topics have moved to the live ones.",
+        "expired is dead (`alive: false`) and its topics have moved to the live ones. A key that is not admin "
+        "sees only the topics its services want.",
         responses=error_responses(401, 503),
     )
-    async def list_workers(self, db: Db) -> Workers:
+    async def list_workers(self, db: Db, access: Caller) -> Workers:
         async with db.transaction() as session:
-            return await read_workers(session, with_topics=True)
+            return await read_workers(session, with_topics=True, visible_services=access.scope.visible_services)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 
 import aio_pika
@@ -50,8 +51,13 @@ class CommandListener:
         self._backoff = Backoff(0.2, reconnect_cap, rng or random.Random())
         self._sleep = sleep
         self.connected = False
+        self._down_since: float | None = time.monotonic()  # not listening yet counts as down, from the start
         self.received = 0
         self.undecodable = 0
+
+    def down_for(self, now: float) -> float | None:
+        """Seconds (monotonic `now`) since the listener lost RabbitMQ or since start; None while listening."""
+        return None if self._down_since is None else max(0.0, now - self._down_since)
 
     async def run(self) -> None:
         while True:
@@ -61,6 +67,8 @@ class CommandListener:
             except AMQP_ERRORS as error:
                 reason = type(error).__name__
             self.connected = False
+            if self._down_since is None:
+                self._down_since = time.monotonic()
             delay = self._backoff.next_delay()
             logger.bind(reason=reason, retry_in_s=round(delay, 2), url=redact_url(self._url)).warning(
                 "command listener disconnected; reconnecting"
@@ -78,6 +86,7 @@ class CommandListener:
             )
             await queue.bind(exchange, "#")
             self.connected = True
+            self._down_since = None
             self._backoff.reset()
             logger.bind(queue=self.queue_name).info("listening for change notices")
             await self._reread()

@@ -135,6 +135,7 @@ class Publisher:
         self._seq = 0  # order in which account messages left the buffer; re-publishes keep theirs
         self._drained = asyncio.Event()
         self._connected = asyncio.Event()
+        self._down_since: float | None = time.monotonic()  # not connected yet counts as down, from the start
 
         self._connection: AbstractConnection | None = None
         self._topology: AbstractChannel | None = None
@@ -191,6 +192,10 @@ class Publisher:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    def down_for(self, now: float) -> float | None:
+        """Seconds (monotonic `now`) since the connection was lost or since start; None while connected."""
+        return None if self._down_since is None else max(0.0, now - self._down_since)
 
     @property
     def stats(self) -> PublisherStats:
@@ -303,6 +308,7 @@ class Publisher:
             connected_at = loop.time()
             self._connects += 1
             self._connected.set()
+            self._down_since = None
             logger.bind(url=redact_url(self._url), republishing=len(self._retry), bindings=len(self._bindings)).info(
                 "connected to RabbitMQ"
             )
@@ -377,6 +383,8 @@ class Publisher:
         Returns (account messages put back for re-publishing, market messages counted as lost).
         """
         self._connected.clear()
+        if self._down_since is None:
+            self._down_since = time.monotonic()
         self._topology = None
         inflight = list(self._inflight)
         self._inflight.clear()

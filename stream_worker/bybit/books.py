@@ -126,6 +126,7 @@ class BookOutcome(msgspec.Struct, frozen=True, kw_only=True):
     cause: InvalidCause | None = None  # set for INVALIDATED and STILL_INVALID (None: never had a snapshot)
     update_id: int | None = None  # the message's `u`
     restart: bool = False  # the snapshot came from a `u == 1` message (§7.1)
+    gap_ignored: bool = False  # a delta applied across a jump in `u` (the gap check is off)
 
     @property
     def publishable(self) -> bool:
@@ -152,6 +153,7 @@ class BookCounters:
     crossed: int = 0
     reconnect: int = 0
     malformed: int = 0
+    gap_ignored: int = 0  # deltas applied across a jump in `u` because the gap check is off
 
 
 class _Malformed(Exception):
@@ -214,9 +216,12 @@ class _Side:
 class OrderBook:
     """The book of one topic on one connection, maintained by PROTOCOL.md §7.3."""
 
-    def __init__(self, topic: str, depth: int | None) -> None:
+    def __init__(self, topic: str, depth: int | None, *, gap_check: bool = True) -> None:
         self.topic = topic
         self.depth = depth  # None: unknown depth (never level-1 rules)
+        # Bybit documents consecutive `u` only for orderbook.full (full-ob.mdx); for depth books the rule rests on
+        # captures (§7.2). Off, a jump in `u` is applied and counted (`gap_ignored`) instead of resyncing.
+        self.gap_check = gap_check
         self.counters = BookCounters()
         self.last_ts: int | None = None
         self.last_cts: int | None = None
@@ -228,15 +233,15 @@ class OrderBook:
         self._cause: InvalidCause | None = None
 
     @classmethod
-    def from_topic(cls, topic: str) -> OrderBook:
-        """`orderbook.{depth}.{symbol}` or `orderbook.rpi.{symbol}` (depth 50)."""
+    def from_topic(cls, topic: str, *, gap_check: bool = True) -> OrderBook:
+        """`orderbook.{depth}.{symbol}` or `orderbook.rpi.{symbol}` (depth 50). ValueError for anything else."""
         parts = topic.split(".", 2)
         if len(parts) != 3 or parts[0] != "orderbook":
             raise ValueError(f"not an order-book topic: {topic!r}")
         if parts[1] == "rpi":
-            return cls(topic, 50)
-        if parts[1].isdigit():
-            return cls(topic, int(parts[1]))
+            return cls(topic, 50, gap_check=gap_check)
+        if parts[1].isascii() and parts[1].isdigit():  # str.isdigit alone admits "²", which int() refuses
+            return cls(topic, int(parts[1]), gap_check=gap_check)
         # orderbook.full.* is delta-only and needs the REST sync of §7.4, which this class does not do.
         raise ValueError(f"unsupported order-book topic: {topic!r}")
 
@@ -296,9 +301,13 @@ class OrderBook:
         ts: int | None = None,
         cts: int | None = None,
     ) -> BookOutcome:
-        """Apply one push (`kind` is the envelope's `type`) and say what happened."""
+        """Apply one push (`kind` is the envelope's `type`) and say what happened. Never raises.
+
+        A `type` other than snapshot or delta (or none) is MALFORMED: it may have been a delta we cannot
+        apply, so the book is dropped until a fresh snapshot (PROTOCOL.md rule 20: never crash the reader).
+        """
         if kind not in ("snapshot", "delta"):
-            raise ValueError(f"unknown order-book message type: {kind!r}")
+            return self._enter_invalid(InvalidCause.MALFORMED, None, report=not self._resubscribing())
         if isinstance(data, msgspec.Raw):
             try:
                 data = BOOK_DATA.decode(data)
@@ -390,7 +399,8 @@ class OrderBook:
         if u <= last_u:
             self.counters.stale += 1
             return BookOutcome(kind=BookOutcomeKind.STALE, update_id=u)
-        if u != last_u + 1:
+        jumped = u != last_u + 1
+        if jumped and self.gap_check:
             # Checked before seq: a missing u means a missed delta, so the book is wrong whatever seq says.
             return self._enter_invalid(InvalidCause.GAP, u, report=True)
         seq = data.seq
@@ -408,6 +418,9 @@ class OrderBook:
             self._last_seq = seq
         self.last_ts, self.last_cts = ts, cts
         self.counters.deltas += 1
+        if jumped:
+            self.counters.gap_ignored += 1
+            return BookOutcome(kind=BookOutcomeKind.DELTA, update_id=u, gap_ignored=True)
         return BookOutcome(kind=BookOutcomeKind.DELTA, update_id=u)
 
 

@@ -19,6 +19,7 @@ class AuthRejected(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     reason: str
+    conn_id: str | None = None  # Bybit's id of the socket, for its support (§2.1)
 
 
 class Subscribed(msgspec.Struct, frozen=True, kw_only=True):
@@ -36,6 +37,7 @@ class SubscribeRejected(msgspec.Struct, frozen=True, kw_only=True):
 
     topic: str
     reason: str
+    conn_id: str | None = None  # Bybit's id of the socket, for its support (§2.1)
 
 
 class Pong(msgspec.Struct, frozen=True, kw_only=True):
@@ -71,10 +73,12 @@ class Malformed(msgspec.Struct, frozen=True, kw_only=True):
     """A frame we could not read: not JSON, not an object, or a field of the wrong type.
 
     `kind` is short and stable (`invalid_json`, `not_an_object`, `bad_<field>`); `detail` says more.
+    `topic` is set when the frame still named one: the state of that topic may have missed an update.
     """
 
     kind: str
     detail: str
+    topic: str | None = None
 
 
 class Dead(msgspec.Struct, frozen=True, kw_only=True):

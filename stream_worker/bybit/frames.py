@@ -28,9 +28,11 @@ class Frame(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
     topic: str | None = None
     type: str | None = None
-    ts: int | str | None = None  # a number on the wire; one docs note writes it as a string (§11)
-    cts: int | None = None
-    cs: int | None = None
+    # Epoch ms and sequence numbers are numbers on the wire, but one docs note writes `ts` as a string (§11);
+    # all three accept the numeric-string form alike, so a string `cts` cannot stall every book (AUDIT C2).
+    ts: int | str | None = None
+    cts: int | str | None = None
+    cs: int | str | None = None
     id: str | None = None
     creation_time: int | None = msgspec.field(default=None, name="creationTime")
     data: msgspec.Raw = NO_DATA
@@ -89,13 +91,32 @@ def reason(frame: Frame) -> str:
     return frame.ret_msg or frame.ret_msg_camel or ""
 
 
-def parse_ts(value: int | str | None) -> int | None:
-    """`ts` as epoch ms. Accepts the numeric-string form; raises ValueError for any other string."""
+def parse_ts(value: int | str | None, name: str = "ts") -> int | None:
+    """`ts`, `cts` or `cs` as an int. Accepts the numeric-string form; raises ValueError for any other string."""
     if value is None or isinstance(value, int):
         return value
     if value.isascii() and value.isdigit():
         return int(value)
-    raise ValueError(f"ts is not a number of milliseconds: {value!r}")
+    raise ValueError(f"{name} is not a whole number: {value!r}")
+
+
+class _TopicOnly(msgspec.Struct, frozen=True, gc=False):
+    topic: str | None = None
+
+
+_TOPIC_ONLY = msgspec.json.Decoder(_TopicOnly)
+
+
+def topic_of(text: str | bytes) -> str | None:
+    """The `topic` of a frame that did not decode as a `Frame` (a field of the wrong type), if it has one.
+
+    A push whose envelope is unreadable may still say which book or ticker it belonged to, and that state can
+    no longer be trusted: the caller invalidates it rather than letting the frame vanish.
+    """
+    try:
+        return _TOPIC_ONLY.decode(text).topic
+    except msgspec.DecodeError:
+        return None
 
 
 class CommandResult(msgspec.Struct, frozen=True, kw_only=True):

@@ -56,6 +56,7 @@ from stream_worker.bybit.frames import (
     read_command_result,
     reason,
     succeeded,
+    topic_of,
 )
 from stream_worker.bybit.signing import Credentials, auth_signature
 
@@ -121,6 +122,7 @@ class BybitProtocol:
         self._dead_reported = False
         self._pings = 0
         self._long_ids = 0
+        self._conn_id: str | None = None
 
     # -- read-only views for the shell and health ------------------------------------------------------
 
@@ -165,6 +167,11 @@ class BybitProtocol:
         return dict(self._failed)
 
     @property
+    def conn_id(self) -> str | None:
+        """Bybit's id of the current socket, from the first reply that carried one (§2.1); None until then."""
+        return self._conn_id
+
+    @property
     def last_received(self) -> float | None:
         """`now` of the last inbound frame of any kind (or of the connect), None before the first socket."""
         return self._last_received
@@ -205,6 +212,7 @@ class BybitProtocol:
         self._req_of_topic.clear()
         self._outbox.clear()  # frames meant for the old socket must never reach the new one
         self._dead_reported = False
+        self._conn_id = None
 
     # -- desired state ----------------------------------------------------------------------------------
 
@@ -279,22 +287,27 @@ class BybitProtocol:
         except msgspec.DecodeError as error:
             if text.strip() in BARE_PONGS:
                 return [Pong()]
-            return [Malformed(kind=describe_decode_error(error), detail=f"{error}: {excerpt(text, 200)}")]
+            kind = describe_decode_error(error)
+            topic = topic_of(text) if isinstance(error, msgspec.ValidationError) else None
+            return [Malformed(kind=kind, detail=f"{error}: {excerpt(text, 200)}", topic=topic)]
+        if frame.conn_id and self._conn_id is None:
+            self._conn_id = frame.conn_id  # the first reply that carries it (pong, ack) names the socket
         topic = frame.topic
         if topic is not None:
-            ts = frame.ts
-            if isinstance(ts, str):
+            ts, cts, cs = frame.ts, frame.cts, frame.cs
+            if isinstance(ts, str) or isinstance(cts, str) or isinstance(cs, str):
                 try:
-                    ts = parse_ts(ts)
+                    ts, cts, cs = parse_ts(ts), parse_ts(cts, "cts"), parse_ts(cs, "cs")
                 except ValueError as error:
-                    return [Malformed(kind="bad_ts", detail=f"{error}: {excerpt(text, 200)}")]
+                    kind = f"bad_{str(error).split(' ', 1)[0]}"
+                    return [Malformed(kind=kind, detail=f"{error}: {excerpt(text, 200)}", topic=topic)]
             return [
                 Push(
                     topic=topic,
                     type=frame.type,
                     ts=ts,
-                    cts=frame.cts,
-                    cs=frame.cs,
+                    cts=cts,
+                    cs=cs,
                     id=frame.id,
                     creation_time=frame.creation_time,
                     data=frame.data,
@@ -328,7 +341,7 @@ class BybitProtocol:
             return [Authenticated()]
         # Terminal for this socket: re-sending auth here would hot-loop on a bad key or a skewed clock (§3).
         self._auth = AuthState.REJECTED
-        return [AuthRejected(reason=reason(frame) or "auth rejected without a reason")]
+        return [AuthRejected(reason=reason(frame) or "auth rejected without a reason", conn_id=self._conn_id)]
 
     def _op_acked(self, frame: Frame, text: str | bytes, now: float) -> list[Event]:
         op = frame.op
@@ -380,7 +393,7 @@ class BybitProtocol:
             why = why or "subscribe rejected without a reason"
             if topic in self._wanted:
                 self._failed[topic] = why
-            event = SubscribeRejected(topic=topic, reason=why)
+            event = SubscribeRejected(topic=topic, reason=why, conn_id=self._conn_id)
         self._sync(topic, now)
         return [event]
 

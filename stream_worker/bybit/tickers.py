@@ -113,14 +113,17 @@ class TickerCache:
         *,
         now: float | None = None,
     ) -> TickerOutcome:
-        """Apply one push (`kind` is the envelope's `type`; `cs`, `ts` from the envelope)."""
+        """Apply one push (`kind` is the envelope's `type`; `cs`, `ts` from the envelope). Never raises.
+
+        A `type` other than snapshot or delta (or none) is DROPPED_MALFORMED, like unreadable data.
+        """
         if kind not in ("snapshot", "delta"):
-            raise ValueError(f"unknown ticker message type: {kind!r}")
+            return self.invalidate(cs, ts)
         if isinstance(data, msgspec.Raw):
             try:
                 fields: Mapping[str, Any] = TICKER_DATA.decode(data)
             except msgspec.DecodeError:
-                return self._malformed(cs, ts)
+                return self.invalidate(cs, ts)
         else:
             fields = data
         old = self._ticker
@@ -162,7 +165,9 @@ class TickerCache:
             self._ts = ts
         return TickerOutcome(kind=kind, ticker=ticker, changed=changed, cs=cs, ts=ts)
 
-    def _malformed(self, cs: int | None, ts: int | None) -> TickerOutcome:
+    def invalidate(self, cs: int | None = None, ts: int | None = None) -> TickerOutcome:
+        """A message of this topic could not be read. Linear/inverse: drop the cache and ask for a resubscribe,
+        since it may have been a delta we can never merge now; spot/option: the next snapshot replaces it."""
         self.counters.malformed += 1
         if not self._merges:
             return TickerOutcome(kind=TickerOutcomeKind.DROPPED_MALFORMED, cs=cs, ts=ts)

@@ -5,6 +5,10 @@ them. A book is published only while it is valid (PROTOCOL.md §7.3): its first 
 `book_invalid` event and asks for a resubscribe, and nothing more from that book goes out until a fresh
 snapshot. A reconnect invalidates every book of the socket. Tickers are published merged (§8), with the set
 of fields the update actually changed, so a consumer never merges.
+
+Nothing Bybit sends can raise here. A push we cannot read (no or unknown `type`, undecodable `data`, unreadable
+levels, a topic we cannot parse) is counted as `malformed:{book|ticker}:{kind}`, and where state is at risk
+(any book, a merged linear/inverse ticker) the state is dropped and the topic resubscribed.
 """
 
 from __future__ import annotations
@@ -22,7 +26,15 @@ from shared.enums import ChannelType, Endpoint
 from shared.events import EventEnvelope
 from shared.payloads import BookInvalid, BookUpdate
 from shared.routing import event_routing_key, topic_variant
-from stream_worker.bybit.books import BOOK_DATA, BookData, BookLevel, BookOutcomeKind, InvalidCause, OrderBook
+from stream_worker.bybit.books import (
+    BOOK_DATA,
+    BookData,
+    BookLevel,
+    BookOutcome,
+    BookOutcomeKind,
+    InvalidCause,
+    OrderBook,
+)
 from stream_worker.bybit.events import Push
 from stream_worker.bybit.tickers import TickerCache, TickerOutcomeKind
 from stream_worker.envelopes.event_ids import book_event_id, ticker_event_id
@@ -31,6 +43,7 @@ from stream_worker.envelopes.outgoing import Outgoing
 BOOK_PREFIX = "orderbook."
 TICKER_PREFIX = "tickers."
 _ALL_LEVELS = 1 << 30  # `OrderBook.top` of this many is the whole book
+_PUSH_TYPES = ("snapshot", "delta")
 
 
 class BookOutput(enum.StrEnum):
@@ -76,10 +89,12 @@ class MarketState:
         top_levels: int = 25,
         checksum_levels: int = 25,
         snapshot_timeout: float = 5.0,
+        gap_check: bool = True,
     ) -> None:
         if endpoint.category is None:
             raise ValueError("market state belongs to a public socket")
         self._category = endpoint.category
+        self._gap_check = gap_check
         self._book_output = book_output
         self._top_levels = top_levels
         self._checksum_levels = checksum_levels
@@ -103,10 +118,29 @@ class MarketState:
             return self._on_book(push, now, received_ms, trace_id)
         return self._on_ticker(push, now, received_ms, trace_id)
 
+    def on_unreadable(self, topic: str, *, now: float, received_ms: int, trace_id: str) -> MarketResult:
+        """A frame of `topic` whose envelope could not be read: its update is lost, so the state is dropped.
+
+        Only state we already hold is touched: a topic we never had a push for has nothing to lose.
+        """
+        result = MarketResult()
+        book = self._books.get(topic)
+        if book is not None:
+            self.counters["malformed:book:envelope"] += 1
+            outcome = book.book.invalidate(InvalidCause.MALFORMED)
+            self._book_outcome(topic, book, outcome, result, now, received_ms, trace_id)
+            return result
+        ticker = self._tickers.get(topic)
+        if ticker is not None:
+            self.counters["malformed:ticker:envelope"] += 1
+            if ticker.cache.invalidate().resubscribe:
+                result.resubscribe.append(topic)
+        return result
+
     def _book_slot(self, topic: str) -> _BookSlot:
         slot = self._books.get(topic)
         if slot is None:
-            book = OrderBook.from_topic(topic)
+            book = OrderBook.from_topic(topic, gap_check=self._gap_check)
             symbol = topic.split(".", 2)[2]
             key = event_routing_key(
                 ChannelType.ORDERBOOK, self._category, symbol, topic_variant(ChannelType.ORDERBOOK, topic)
@@ -115,33 +149,60 @@ class MarketState:
         return slot
 
     def _on_book(self, push: Push, now: float, received_ms: int, trace_id: str) -> MarketResult:
-        slot = self._book_slot(push.topic)
         result = MarketResult()
-        data: BookData | None
         try:
-            data = BOOK_DATA.decode(push.data)
-        except msgspec.DecodeError:  # we may have missed levels: the book cannot be trusted
-            data = None
-        if data is None:
-            outcome = slot.book.invalidate(InvalidCause.MALFORMED)
+            slot = self._book_slot(push.topic)
+        except ValueError:  # orderbook.full.*, a depth that is not a number: no book we keep
+            self.counters["malformed:book:bad_topic"] += 1
+            return result
+        data: BookData | None = None
+        book = slot.book
+        kind = push.type
+        if kind is None or kind not in _PUSH_TYPES:
+            # No type, or one Bybit does not document: it may have been a delta we cannot apply (AUDIT A4).
+            self.counters["malformed:book:no_type" if kind is None else "malformed:book:bad_type"] += 1
+            outcome = book.invalidate(InvalidCause.MALFORMED)
         else:
-            outcome = slot.book.apply(push.type or "", data, ts=push.ts, cts=push.cts)
-        self.counters[f"book:{outcome.kind.value}"] += 1
-        if outcome.cause is not None and outcome.kind is BookOutcomeKind.INVALIDATED:
-            self.counters[f"book_invalid:{outcome.cause.value}"] += 1
-        if outcome.just_invalidated:
-            result.events.append(
-                self._invalid_event(push.topic, slot, outcome.cause, outcome.update_id, trace_id, received_ms)
-            )
-            result.resubscribe.append(push.topic)
-            slot.invalid_since = now
-        elif outcome.publishable and data is not None:
+            try:
+                data = BOOK_DATA.decode(push.data)
+            except msgspec.DecodeError:  # we may have missed levels: the book cannot be trusted
+                self.counters["malformed:book:bad_data"] += 1
+                outcome = book.invalidate(InvalidCause.MALFORMED)
+            else:
+                malformed = book.counters.malformed
+                outcome = book.apply(kind, data, ts=push.ts, cts=push.cts)
+                if book.counters.malformed != malformed:
+                    self.counters["malformed:book:bad_levels"] += 1
+        self._book_outcome(push.topic, slot, outcome, result, now, received_ms, trace_id)
+        if outcome.publishable and data is not None:
             slot.invalid_since = None
             slot.changed = True
             if self._book_output is not BookOutput.TOP:
                 kind = "snapshot" if outcome.kind is BookOutcomeKind.SNAPSHOT else "delta"
                 result.events.append(self._book_event(push, slot, data.bids, data.asks, kind, received_ms, trace_id))
         return result
+
+    def _book_outcome(
+        self,
+        topic: str,
+        slot: _BookSlot,
+        outcome: BookOutcome,
+        result: MarketResult,
+        now: float,
+        received_ms: int,
+        trace_id: str,
+    ) -> None:
+        """Count an outcome; a fresh invalidation publishes `book_invalid` and asks for a resubscribe."""
+        self.counters[f"book:{outcome.kind.value}"] += 1
+        if outcome.gap_ignored:
+            self.counters["book:gap_ignored"] += 1
+        if not outcome.just_invalidated:
+            return
+        if outcome.cause is not None:
+            self.counters[f"book_invalid:{outcome.cause.value}"] += 1
+        result.events.append(self._invalid_event(topic, slot, outcome.cause, outcome.update_id, trace_id, received_ms))
+        result.resubscribe.append(topic)
+        slot.invalid_since = now
 
     def _book_event(
         self,
@@ -209,7 +270,14 @@ class MarketState:
             cache = TickerCache(push.topic, self._category, snapshot_timeout=self._snapshot_timeout)  # type: ignore[arg-type]
             key = event_routing_key(ChannelType.TICKER, self._category, symbol)
             slot = self._tickers[push.topic] = _TickerSlot(cache=cache, routing_key=key, symbol=symbol)
-        outcome = slot.cache.apply(push.type or "", push.data, push.cs, push.ts, now=now)
+        kind = push.type
+        if kind is None or kind not in _PUSH_TYPES:
+            self.counters["malformed:ticker:no_type" if kind is None else "malformed:ticker:bad_type"] += 1
+            outcome = slot.cache.invalidate(push.cs, push.ts)
+        else:
+            outcome = slot.cache.apply(kind, push.data, push.cs, push.ts, now=now)
+            if outcome.kind is TickerOutcomeKind.DROPPED_MALFORMED:
+                self.counters["malformed:ticker:bad_data"] += 1
         self.counters[f"ticker:{outcome.kind.value}"] += 1
         result = MarketResult()
         if outcome.resubscribe:

@@ -22,6 +22,7 @@ from shared.backoff import Backoff
 from shared.enums import Endpoint
 from stream_worker.bybit.events import AckTimeout, AuthRejected, Dead, Event
 from stream_worker.bybit.protocol import BybitProtocol
+from stream_worker.exchange.capture import SocketCapture
 
 TICK_SECONDS = 0.5  # how often the core's timers (ping due, dead socket, ack timeout) are checked
 # A session that stayed up this long was healthy: the next reconnect starts from the first backoff step.
@@ -65,8 +66,10 @@ class Connection:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        capture: SocketCapture | None = None,
     ) -> None:
         self.protocol = protocol
+        self._capture = capture  # WS_GATEWAY_CAPTURE_DIR: every frame in and out, for replay
         self.endpoint = protocol.endpoint
         self.url = url
         self._on_event = on_event
@@ -85,6 +88,8 @@ class Connection:
         self.auth_failures = 0
         self.last_end_reason: str | None = None
         self.connected_since: float | None = None
+        # Bybit's id of the current (or, once closed, the last) socket: its support asks for it (§2.1).
+        self.conn_id: str | None = None
 
     # -- desired topics: called by the worker's reconciler -------------------------------------------------
 
@@ -122,6 +127,7 @@ class Connection:
                 )
             except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as error:
                 reason = f"connect failed: {type(error).__name__}"
+                self.conn_id = None
                 await self._pause(reason, self._backoff)
                 continue
             self.connects += 1
@@ -142,14 +148,17 @@ class Connection:
 
     async def _pause(self, reason: str, backoff: Backoff) -> None:
         delay = backoff.next_delay()
-        logger.bind(endpoint=self.endpoint.value, reason=reason, retry_in_s=round(delay, 2)).warning(
-            "bybit socket down; reconnecting"
-        )
+        logger.bind(
+            endpoint=self.endpoint.value, reason=reason, retry_in_s=round(delay, 2), conn_id=self.conn_id
+        ).warning("bybit socket down; reconnecting")
         await self._sleep(delay)
 
     async def _session(self, socket: ClientConnection) -> str:
         started = self._clock()
         self.connected_since = started
+        self.conn_id = None
+        if self._capture is not None:
+            self._capture.opened()
         self.protocol.connection_made(started, int(self._wall() * 1000))
         logger.bind(endpoint=self.endpoint.value, connects=self.connects).info("bybit socket connected")
         if self._on_connected is not None:
@@ -171,6 +180,8 @@ class Connection:
             reason = "connection lost"
         finally:
             self.connected_since = None
+            if self._capture is not None:
+                self._capture.closed(reason, self.conn_id)
             self.protocol.connection_lost()
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self._settings.close_timeout):
@@ -182,9 +193,18 @@ class Connection:
         return reason
 
     async def _read(self, socket: ClientConnection) -> None:
+        capture = self._capture
         async for message in socket:
+            if capture is not None:
+                capture.received(message)
             events = self.protocol.receive(message, self._clock())
             if events:
+                if self.conn_id is None and self.protocol.conn_id is not None:
+                    # Learned from the reply to our first ping, a few ms after the connect line above.
+                    self.conn_id = self.protocol.conn_id
+                    logger.bind(endpoint=self.endpoint.value, connects=self.connects, conn_id=self.conn_id).info(
+                        "bybit socket identified"
+                    )
                 await self._dispatch(events)
             if self.protocol.has_frames_to_send:  # acks trigger follow-up ops: send them without a tick's delay
                 self._wake.set()
@@ -192,17 +212,21 @@ class Connection:
 
     async def _pump(self, socket: ClientConnection) -> None:
         while True:
-            for frame in self.protocol.frames_to_send():
-                await socket.send(frame)
+            await self._send_queued(socket)
             events = self.protocol.tick(self._clock())
             if events:
                 await self._dispatch(events)
-            for frame in self.protocol.frames_to_send():
-                await socket.send(frame)
+            await self._send_queued(socket)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(TICK_SECONDS):
                     await self._wake.wait()
+
+    async def _send_queued(self, socket: ClientConnection) -> None:
+        for frame in self.protocol.frames_to_send():
+            if self._capture is not None:
+                self._capture.sent(frame)
+            await socket.send(frame)
 
     async def _dispatch(self, events: list[Event]) -> None:
         for event in events:

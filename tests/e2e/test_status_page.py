@@ -18,6 +18,7 @@ import pytest
 
 from shared.enums import ChannelType
 from shared.routing import service_queue
+from tests.conftest import API_KEY
 from tests.e2e.conftest import delete_queues
 from tests.fake_bybit import FakeBybit
 from tests.support.waiting import wait_until
@@ -105,8 +106,11 @@ def browser_installed() -> bool:
     return CHROMIUM.exists() and CHROMEDRIVER.exists()
 
 
-def browse_status_page(base_url: str, screenshot: Path) -> tuple[str, str]:
-    """Open the page in headless Chromium; return the topic row's and the linear socket row's text."""
+def browse_status_page(base_url: str, screenshot: Path) -> tuple[str, str, str]:
+    """Open the page in headless Chromium: first anonymous, then with the admin key typed into its form.
+
+    Returns the anonymous page's text, the topic row's and the linear socket row's text.
+    """
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -125,6 +129,15 @@ def browse_status_page(base_url: str, screenshot: Path) -> tuple[str, str]:
             socket_row = 'tr[data-socket="linear"][data-connected="true"]'
             member_row = 'tr[data-worker][data-alive="true"]'
             WebDriverWait(driver, 30, poll_frequency=0.2).until(
+                lambda d: (
+                    all(d.find_elements(By.CSS_SELECTOR, row) for row in (socket_row, member_row))
+                    and "anonymous" in d.find_element(By.ID, "access").text
+                )
+            )
+            anonymous_text = driver.find_element(By.TAG_NAME, "body").text
+            driver.find_element(By.ID, "apikey").send_keys(API_KEY)
+            driver.find_element(By.CSS_SELECTOR, "#keyform button[type=submit]").click()
+            WebDriverWait(driver, 30, poll_frequency=0.2).until(
                 lambda d: all(d.find_elements(By.CSS_SELECTOR, row) for row in (topic_row, socket_row, member_row))
             )
             topic_text = driver.find_element(By.CSS_SELECTOR, topic_row).text
@@ -134,12 +147,12 @@ def browse_status_page(base_url: str, screenshot: Path) -> tuple[str, str]:
             )
             assert connected_class == "ok"  # green
             driver.save_screenshot(str(screenshot))
-            return topic_text, socket_text
+            return anonymous_text, topic_text, socket_text
         finally:
             driver.quit()
 
 
-async def test_status_page_shows_the_topic_and_a_connected_socket_in_a_browser(
+async def test_status_page_hides_topics_until_a_key_is_given_then_shows_them_in_a_browser(
     api: httpx.AsyncClient, fake: FakeBybit, start_worker: Callable[..., Any], rabbitmq_url: str, tmp_path: Path
 ) -> None:
     if not browser_installed():
@@ -147,7 +160,11 @@ async def test_status_page_shows_the_topic_and_a_connected_socket_in_a_browser(
     screenshot = tmp_path / "status.png"
     async with start_worker():
         svc_a, svc_b = await subscribe_two_services(api)
-        topic_text, socket_text = await asyncio.to_thread(browse_status_page, str(api.base_url).rstrip("/"), screenshot)
+        anonymous_text, topic_text, socket_text = await asyncio.to_thread(
+            browse_status_page, str(api.base_url).rstrip("/"), screenshot
+        )
+    for secret in (TOPIC, "SOLUSDT", svc_a, svc_b):
+        assert secret not in anonymous_text  # without a key: aggregate health only
     assert TOPIC in topic_text
     assert f"{svc_a} (active)" in topic_text
     assert f"{svc_b} (active)" in topic_text

@@ -22,6 +22,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from control_api.app import create_app
 from control_api.settings import ApiSettings
 from tests.conftest import API_KEY
+from tests.integration.test_access_control import WRITE_A, scoped_settings
 
 EXAMPLES = 25
 
@@ -30,7 +31,9 @@ EXAMPLES = 25
 def served_api(api_settings: ApiSettings) -> Iterator[str]:
     """The API under uvicorn on its own thread: schemathesis makes blocking calls."""
     server = uvicorn.Server(
-        uvicorn.Config(create_app(api_settings), host="127.0.0.1", port=0, log_config=None, lifespan="on")
+        uvicorn.Config(
+            create_app(scoped_settings(api_settings)), host="127.0.0.1", port=0, log_config=None, lifespan="on"
+        )
     )
     thread = threading.Thread(target=server.run, name="uvicorn-under-fuzz", daemon=True)
     thread.start()
@@ -64,10 +67,10 @@ def run_operation(operation: Any, base_url: str, headers: dict[str, str], mode: 
         assert mode is GenerationMode.NEGATIVE  # an operation without inputs has no invalid input to send
 
 
-@pytest.mark.parametrize("with_key", [True, False], ids=["with-key", "without-key"])
-def test_no_generated_request_gets_a_5xx_or_an_undocumented_response(served_api: str, with_key: bool) -> None:
+@pytest.mark.parametrize("key", [API_KEY, WRITE_A, None], ids=["admin-key", "scoped-key", "without-key"])
+def test_no_generated_request_gets_a_5xx_or_an_undocumented_response(served_api: str, key: str | None) -> None:
     schema = schemathesis.openapi.from_url(f"{served_api}/schema/openapi.json")
-    headers = {"X-API-Key": API_KEY} if with_key else {}
+    headers = {"X-API-Key": key} if key else {}
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 8
     for operation in operations:

@@ -7,6 +7,7 @@ import random
 from collections.abc import AsyncIterator
 
 import pytest
+from loguru import logger
 
 from shared.enums import Endpoint
 from stream_worker.bybit.events import AuthRejected, Event, Push, Subscribed, SubscribeRejected
@@ -142,3 +143,29 @@ async def test_rejected_key_backs_off_instead_of_hot_looping(fake: FakeBybit) ->
         assert fake.subscribe_requests("order") == 0
     finally:
         await stop(task)
+
+
+async def test_bybits_conn_id_is_logged_on_connect_rejection_and_close(fake: FakeBybit) -> None:
+    lines: list[tuple[str, dict[str, object]]] = []
+    sink = logger.add(lambda message: lines.append((message.record["message"], dict(message.record["extra"]))))
+    recorder = Recorder()
+    protocol = BybitProtocol(endpoint=Endpoint.LINEAR, ping_interval=0.5, dead_after=2)
+    connection = Connection(protocol, f"{fake.url}/v5/public/linear", recorder, settings=FAST)
+    fake.reject_topic("tickers.NOPEUSDT", "Invalid symbol :[tickers.NOPEUSDT]")
+    task = await run_connection(connection)
+    try:
+        connection.want("tickers.NOPEUSDT")
+        await wait_until(lambda: recorder.of(SubscribeRejected), what="the rejection")
+        (record,) = fake.open_connections
+        (rejected,) = recorder.of(SubscribeRejected)
+        assert isinstance(rejected, SubscribeRejected)
+        assert rejected.conn_id == record.conn_id == connection.conn_id
+        await fake.drop_connections()
+        await wait_until(lambda: any(m == "bybit socket down; reconnecting" for m, _ in lines), what="the close")
+    finally:
+        await stop(task)
+        logger.remove(sink)
+    identified = [extra for message, extra in lines if message == "bybit socket identified"]
+    assert identified[0]["conn_id"] == record.conn_id
+    closed = [extra for message, extra in lines if message == "bybit socket down; reconnecting"]
+    assert closed[0]["conn_id"] == record.conn_id

@@ -26,6 +26,7 @@ TABLES = {
     "worker_heartbeats",
     "worker_members",
     "leases",
+    "audit_log",
 }
 
 

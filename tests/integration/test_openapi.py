@@ -11,11 +11,12 @@ async def test_openapi_documents_every_route_and_error_status(api: httpx.AsyncCl
     document = response.json()
     paths = document["paths"]
     expected = {
-        ("/api/v1/subscriptions", "post"): {"200", "201", "400", "401", "503"},
-        ("/api/v1/subscriptions", "get"): {"200", "400", "401", "503"},
-        ("/api/v1/subscriptions/{subscription_id}", "get"): {"200", "400", "401", "404", "503"},
-        ("/api/v1/subscriptions/{subscription_id}", "delete"): {"200", "400", "401", "404", "503"},
-        ("/api/v1/subscriptions/by-service/{service}", "delete"): {"200", "400", "401", "503"},
+        ("/api/v1/subscriptions", "post"): {"200", "201", "400", "401", "403", "503"},
+        ("/api/v1/subscriptions", "get"): {"200", "400", "401", "403", "503"},
+        ("/api/v1/subscriptions/{subscription_id}", "get"): {"200", "400", "401", "403", "404", "503"},
+        ("/api/v1/subscriptions/{subscription_id}", "delete"): {"200", "400", "401", "403", "404", "503"},
+        ("/api/v1/subscriptions/by-service/{service}", "delete"): {"200", "400", "401", "403", "503"},
+        ("/api/v1/audit", "get"): {"200", "400", "401", "403", "503"},
         ("/api/v1/balances", "get"): {"200", "401", "503"},
         ("/api/v1/balances/history", "get"): {"200", "400", "401", "503"},
         ("/health", "get"): {"200", "503"},

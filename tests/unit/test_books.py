@@ -427,9 +427,32 @@ def test_top_returns_best_levels_first_and_at_most_n() -> None:
     assert (book.best_bid(), book.best_ask()) == (("100", "1"), ("101", "3"))
 
 
-def test_unknown_message_type_is_rejected() -> None:
-    with pytest.raises(ValueError, match="unknown"):
-        live_book().apply("partial", data(101))
+@pytest.mark.parametrize("kind", ["partial", ""])
+def test_unknown_message_type_invalidates_the_book_instead_of_raising(kind: str) -> None:
+    book = live_book()
+    outcome = book.apply(kind, data(101))
+    assert (outcome.kind, outcome.cause) == (BookOutcomeKind.INVALIDATED, InvalidCause.MALFORMED)
+    assert not book.is_valid
+    assert book.top(5) == ([], [])
+    # Already resubscribing: a second one is not reported again; a snapshot makes the book live again.
+    assert book.apply("partial", data(102)).kind is BookOutcomeKind.STILL_INVALID
+    assert book.apply("snapshot", data(200, [("100", "1")], [("101", "1")])).kind is BookOutcomeKind.SNAPSHOT
+
+
+def test_a_jump_in_u_is_applied_and_counted_when_the_gap_check_is_off() -> None:
+    book = OrderBook("orderbook.50.BTCUSDT", 50, gap_check=False)
+    book.apply("snapshot", data(100, [("100", "1")], [("101", "3")]))
+    outcome = book.apply("delta", data(105, [("100", "2")]))
+    assert outcome.kind is BookOutcomeKind.DELTA
+    assert (book.is_valid, book.last_update_id, book.counters.gap_ignored) == (True, 105, 1)
+    assert book.best_bid() == ("100", "2")
+    assert book.apply("delta", data(104)).kind is BookOutcomeKind.STALE  # u going back is still stale
+
+
+def test_a_jump_in_u_is_a_gap_by_default() -> None:
+    book = OrderBook.from_topic("orderbook.50.BTCUSDT")
+    book.apply("snapshot", data(100, [("100", "1")], [("101", "3")]))
+    assert book.apply("delta", data(105)).cause is InvalidCause.GAP
 
 
 def test_from_topic_reads_depth_and_rejects_full_depth_books() -> None:

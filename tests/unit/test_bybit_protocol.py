@@ -145,7 +145,9 @@ def test_auth_rejection_surfaces_reason_and_is_never_retried_on_the_same_socket(
     protocol = private()
     protocol.want("order")
     connected(protocol)
-    assert protocol.receive(sample_text("op_auth_failure.json"), 1.0) == [AuthRejected(reason="Params Error")]
+    assert protocol.receive(sample_text("op_auth_failure.json"), 1.0) == [
+        AuthRejected(reason="Params Error", conn_id="cno3gd1qo29t7ommtc60-18fpo")
+    ]
     protocol.want("wallet")
     protocol.tick(25.0)
     frames = sent(protocol)
@@ -277,7 +279,13 @@ def rejected(topic: str = "getOrderBook.1.BTCUSDT") -> BybitProtocol:
     protocol.want(topic)
     sent(protocol)
     events = protocol.receive(reshaped("op_subscribe_failure.json", req_id=topic), 1.0)
-    assert events == [SubscribeRejected(topic=topic, reason="error:handler not found,topic:getOrderBook.1.BTCUSDT")]
+    assert events == [
+        SubscribeRejected(
+            topic=topic,
+            reason="error:handler not found,topic:getOrderBook.1.BTCUSDT",
+            conn_id="958a35b7-c1fb-48e3-953f-997702f22f6e",
+        )
+    ]
     return protocol
 
 
@@ -324,7 +332,24 @@ def test_spot_rejection_without_req_id_settles_the_oldest_pending_subscribe() ->
     protocol.want("publicTrade.BTCUSDT")
     protocol.want("publicTrade.ETHUSDT")
     events = protocol.receive(sample_text("op_subscribe_failure_spot_args_size.json"), 1.0)
-    assert events == [SubscribeRejected(topic="publicTrade.BTCUSDT", reason="args size >10")]
+    assert events == [
+        SubscribeRejected(
+            topic="publicTrade.BTCUSDT", reason="args size >10", conn_id="0a555e6f-199c-49bb-9bb8-6f8adcd8b057"
+        )
+    ]
+
+
+def test_conn_id_is_learned_from_the_first_reply_and_forgotten_with_the_socket() -> None:
+    protocol = public()
+    connected(protocol)
+    assert protocol.conn_id is None
+    protocol.receive(sample_text("op_pong_public_linear.json"), 1.0)
+    first = protocol.conn_id
+    assert first is not None
+    protocol.receive(sample_text("op_subscribe_failure.json"), 2.0)  # another id later does not replace it
+    assert protocol.conn_id == first
+    protocol.connection_lost()
+    assert protocol.conn_id is None
 
 
 # -- desired state across acks and reconnects ----------------------------------------------------------------

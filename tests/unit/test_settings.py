@@ -6,6 +6,7 @@ import pytest
 
 from control_api.settings import ApiSettings
 from shared.config import ConfigError, Secret, redact_url
+from stream_worker.settings import WorkerSettings
 
 
 def test_api_refuses_to_start_without_an_api_key() -> None:
@@ -49,3 +50,34 @@ def test_secrets_never_print() -> None:
 def test_redacted_url_hides_the_password() -> None:
     assert redact_url("amqp://user:pw@host:5672/vh") == "amqp://user:***@host:5672/vh"
     assert redact_url("postgresql+asyncpg://postgres@127.0.0.1/db") == "postgresql+asyncpg://postgres@127.0.0.1/db"
+
+
+@pytest.mark.parametrize(
+    ("env", "public", "private"),
+    [
+        ({}, "wss://stream.bybit.com", "wss://stream.bybit.com"),
+        ({"BYBIT_ENVIRONMENT": "demo"}, "wss://stream.bybit.com", "wss://stream-demo.bybit.com"),
+        ({"BYBIT_WS_URL": "ws://shared:1/"}, "ws://shared:1", "ws://shared:1"),
+        ({"BYBIT_PUBLIC_WS_URL": "wss://stream.bybit.eu"}, "wss://stream.bybit.eu", "wss://stream.bybit.com"),
+        (
+            {"BYBIT_ENVIRONMENT": "demo", "BYBIT_PRIVATE_WS_URL": "ws://p:2"},
+            "wss://stream.bybit.com",
+            "ws://p:2",
+        ),
+        (
+            {"BYBIT_WS_URL": "ws://shared:1", "BYBIT_PRIVATE_WS_URL": "ws://p:2"},
+            "ws://shared:1",
+            "ws://p:2",
+        ),
+    ],
+)
+def test_public_and_private_bybit_urls_are_overridden_separately_or_together(
+    env: dict[str, str], public: str, private: str
+) -> None:
+    settings = WorkerSettings.from_env(env)
+    assert (settings.public_ws_url, settings.private_ws_url) == (public, private)
+
+
+def test_a_malformed_public_url_is_named() -> None:
+    with pytest.raises(ConfigError, match="BYBIT_PUBLIC_WS_URL"):
+        WorkerSettings.from_env({"BYBIT_PUBLIC_WS_URL": "https://stream.bybit.com"})

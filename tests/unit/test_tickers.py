@@ -207,9 +207,16 @@ def test_undecodable_spot_ticker_is_skipped_and_cache_kept() -> None:
     )
 
 
-def test_unknown_message_type_is_rejected() -> None:
-    with pytest.raises(ValueError, match="unknown"):
-        live_cache().apply("partial", {})
+def test_unknown_message_type_drops_a_merged_ticker_and_asks_for_resubscribe() -> None:
+    cache = live_cache()
+    outcome = cache.apply("partial", {})
+    assert (outcome.kind, outcome.resubscribe, cache.is_live) == (TickerOutcomeKind.DROPPED_MALFORMED, True, False)
+
+
+def test_unknown_message_type_on_spot_is_dropped_and_the_cache_kept() -> None:
+    cache = live_cache("spot")
+    outcome = cache.apply("", {"lastPrice": "1"})
+    assert (outcome.kind, outcome.resubscribe, cache.is_live) == (TickerOutcomeKind.DROPPED_MALFORMED, False, True)
 
 
 # --- property: merging equals a naive dict update ---
