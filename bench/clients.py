@@ -24,7 +24,7 @@ import msgspec
 from websockets.asyncio.client import connect
 
 from shared.enums import Endpoint
-from stream_worker.broker.publisher import MARKET_BATCH
+from stream_worker.broker.pumps import MARKET_BATCH
 from stream_worker.envelopes.outgoing import Outgoing
 from stream_worker.exchange.connection import Connection, ConnectionSettings
 from stream_worker.settings import WorkerSettings

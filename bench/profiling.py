@@ -30,10 +30,10 @@ COMPONENTS = (
     ("Worker._on_push (bookkeeping per push)", ("Worker._on_push",)),
     ("Normalizer.normalize (envelopes)", ("Normalizer.normalize",)),
     ("Publisher.offer_market (buffer)", ("Publisher.offer_market", "CountingSink.offer_market")),
-    ("Publisher._encoded (stamp + JSON)", ("Publisher._encoded",)),
+    ("Stamper.add (stamp + JSON)", ("Stamper.add",)),
     ("  PublishFrames.encode (AMQP frames)", ("PublishFrames.encode",)),
     ("  PublishTally.on_handed_over (metrics)", ("PublishTally.on_handed_over",)),
-    ("ChannelWriter.write + aiormq writer", ("ChannelWriter.write", "Connection.__writer")),
+    ("ChannelWriter.flush + aiormq writer", ("ChannelWriter.flush", "Connection.__writer")),
 )
 
 

@@ -10,6 +10,11 @@ production max length, one quorum account queue), with the same envelope:
 - raw account: aiormq, confirm channel, `basic_publish` tasks gathered in windows of 1,000 (pipelined confirms).
 - ours account: `Publisher.put_account` from a producer task, timed until `wait_drained()` (every confirm in).
 
+"ours" runs twice, once per publish path (`fast`: batches written into aiormq's writer; `public`: aiormq's
+`basic_publish`, what `WS_GATEWAY_PUBLISH_PATH=auto` falls back to), each with its own publisher, interleaved
+in the same run so the fast/public ratio is a same-run ratio. Besides msgs/s, every step reports the CPU time
+of this process per message (client cost; the broker's is not in it).
+
 Reports the median msgs/s of each and ours as a share of raw. Queues are purged between runs and deleted at
 the end. Needs a RabbitMQ at --url (default: BENCH_RABBITMQ_URL or amqp://guest:guest@127.0.0.1:5672/).
 """
@@ -35,12 +40,14 @@ from pamqp.commands import Basic
 from shared.enums import ChannelType
 from shared.events import EVENT_CONTENT_TYPE, EventEnvelope
 from shared.routing import EVENTS_EXCHANGE, service_queue
+from stream_worker.broker.publish_path import PublishPath
 from stream_worker.broker.publisher import Publisher
 from stream_worker.envelopes.outgoing import Outgoing
 
 MARKET_KEY = "trades.linear.BTCUSDT"
 ACCOUNT_KEY = "order.linear"
 WINDOW = 1_000
+PATHS: tuple[PublishPath, ...] = ("fast", "public")
 
 
 def envelope(n: int, channel_type: ChannelType) -> EventEnvelope:
@@ -125,46 +132,66 @@ async def purge(channel: AbstractChannel, *queues: str) -> None:
 async def bench(url: str, market_count: int, account_count: int, repeats: int) -> dict[str, float]:
     service = f"bench-{uuid.uuid4().hex[:8]}"
     market_queue, account_queue = service_queue(service, ChannelType.TRADES), service_queue(service, ChannelType.ORDER)
-    publisher = Publisher(url, market_buffer=market_count, account_buffer=10_000, confirm_window=WINDOW)
+    publishers = {
+        path: Publisher(
+            url, market_buffer=market_count, account_buffer=10_000, confirm_window=WINDOW, publish_path=path
+        )
+        for path in PATHS
+    }
     market_items = items(market_count, ChannelType.TRADES, MARKET_KEY, account=False)
     account_items = items(account_count, ChannelType.ORDER, ACCOUNT_KEY, account=True)
-    runs: dict[str, list[float]] = {
-        "raw_market": [],
-        "raw_market_nowait": [],
-        "ours_market": [],
-        "raw_account": [],
-        "ours_account": [],
-    }
-    async with aiormq.connect(url) as admin:
+    steps: list[tuple[str, int, Callable[[], Awaitable[float]]]] = [
+        ("raw_market", market_count, lambda: raw_market(url, market_count)),
+        ("raw_market_nowait", market_count, lambda: raw_market(url, market_count, wait=False)),
+        *((f"ours_market_{p}", market_count, _bound(ours_market, publishers[p], market_items)) for p in PATHS),
+        ("raw_account", account_count, lambda: raw_account(url, account_count)),
+        *((f"ours_account_{p}", account_count, _bound(ours_account, publishers[p], account_items)) for p in PATHS),
+    ]
+    runs: dict[str, list[float]] = {name: [] for name, _, _ in steps}
+    cpu: dict[str, list[float]] = {name: [] for name, _, _ in steps}
+    async with aiormq.connect(url) as admin, asyncio.TaskGroup() as tasks:
         channel = await admin.channel()
-        running = asyncio.create_task(publisher.run())
+        running = [tasks.create_task(publisher.run()) for publisher in publishers.values()]
         try:
-            await asyncio.wait_for(publisher.wait_connected(), 10)
-            await publisher.bind(service, ChannelType.TRADES, MARKET_KEY)
-            await publisher.bind(service, ChannelType.ORDER, ACCOUNT_KEY)
-            steps: list[tuple[str, Callable[[], Awaitable[float]]]] = [
-                ("raw_market", lambda: raw_market(url, market_count)),
-                ("raw_market_nowait", lambda: raw_market(url, market_count, wait=False)),
-                ("ours_market", lambda: ours_market(publisher, market_items)),
-                ("raw_account", lambda: raw_account(url, account_count)),
-                ("ours_account", lambda: ours_account(publisher, account_items)),
-            ]
+            for publisher in publishers.values():
+                await asyncio.wait_for(publisher.wait_connected(), 10)
+                await publisher.bind(service, ChannelType.TRADES, MARKET_KEY)
+                await publisher.bind(service, ChannelType.ORDER, ACCOUNT_KEY)
             for repeat in range(repeats):
-                for name, step in steps:
+                for name, count, step in steps:
                     await purge(channel, market_queue, account_queue)
+                    cpu_before = time.process_time()
                     rate = await step()
+                    cpu[name].append((time.process_time() - cpu_before) / count * 1e6)
                     runs[name].append(rate)
-                    print(f"  run {repeat + 1} {name:>17}: {rate:>9,.0f} msgs/s", file=sys.stderr)
+                    print(
+                        f"  run {repeat + 1} {name:>19}: {rate:>9,.0f} msgs/s  {cpu[name][-1]:5.1f} µs CPU/msg",
+                        file=sys.stderr,
+                    )
         finally:
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
+            for task in running:
+                task.cancel()
             for queue in (market_queue, account_queue):
                 await channel.queue_delete(queue)
     result = {name: statistics.median(rates) for name, rates in runs.items()}
-    result["market_share"] = result["ours_market"] / result["raw_market"]
-    result["market_share_nowait"] = result["ours_market"] / result["raw_market_nowait"]
-    result["account_share"] = result["ours_account"] / result["raw_account"]
+    result.update({f"{name}_min": min(rates) for name, rates in runs.items()})
+    result.update({f"{name}_max": max(rates) for name, rates in runs.items()})
+    result.update({f"{name}_cpu_us": statistics.median(values) for name, values in cpu.items()})
+    result["market_share"] = result["ours_market_fast"] / result["raw_market"]
+    result["market_share_nowait"] = result["ours_market_fast"] / result["raw_market_nowait"]
+    result["account_share"] = result["ours_account_fast"] / result["raw_account"]
+    for kind in ("market", "account"):
+        # Same-run ratios per repeat (fast and public ran back to back), then their median.
+        ratios = [f / p for f, p in zip(runs[f"ours_{kind}_fast"], runs[f"ours_{kind}_public"], strict=True)]
+        result[f"{kind}_fast_over_public"] = statistics.median(ratios)
+        result[f"{kind}_fast_over_public_min"], result[f"{kind}_fast_over_public_max"] = min(ratios), max(ratios)
     return result
+
+
+def _bound(
+    step: Callable[[Publisher, list[Outgoing]], Awaitable[float]], publisher: Publisher, batch: list[Outgoing]
+) -> Callable[[], Awaitable[float]]:
+    return lambda: step(publisher, batch)
 
 
 def main() -> None:
@@ -176,15 +203,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     result = asyncio.run(bench(args.url, args.market, args.account, args.repeats))
-    print(
-        f"market : raw {result['raw_market']:>9,.0f}/s  ours {result['ours_market']:>9,.0f}/s  "
-        f"({result['market_share']:.0%}; {result['market_share_nowait']:.0%} of wait=False "
-        f"{result['raw_market_nowait']:,.0f}/s)"
-    )
-    print(
-        f"account: raw {result['raw_account']:>9,.0f}/s  ours {result['ours_account']:>9,.0f}/s  "
-        f"({result['account_share']:.0%})"
-    )
+    for kind in ("market", "account"):
+        line = f"{kind:>7}: raw {result[f'raw_{kind}']:>9,.0f}/s"
+        for path in PATHS:
+            name = f"ours_{kind}_{path}"
+            line += f"  {path} {result[name]:>9,.0f}/s ({result[name + '_cpu_us']:.1f} µs CPU/msg)"
+        ratio = (result[f"{kind}_fast_over_public{end}"] for end in ("_min", "", "_max"))
+        print(line + "  fast/public min/median/max " + " / ".join(f"{value:.2f}" for value in ratio))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

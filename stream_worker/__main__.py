@@ -38,6 +38,8 @@ async def serve(settings: WorkerSettings) -> None:
                 settings.rabbitmq_url,
                 reconnect_cap=settings.reconnect_cap,
                 market_queue_max_length=settings.market_queue_max_length,
+                publish_path=settings.publish_path,
+                coalesce=settings.publish_coalesce,
             ),
             connection_settings=ConnectionSettings(
                 backoff_cap=settings.reconnect_cap,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import msgspec
 
 from shared.config import ConfigError, EnvReader, Secret
 from shared.routing import DEFAULT_MARKET_MAX_LENGTH
+from stream_worker.broker.publish_path import PUBLISH_PATHS, PublishPath
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -68,6 +70,10 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     # off, a jump is applied and counted (`gap_ignored`): the fallback PROTOCOL.md §7.3 asks for (AUDIT C6).
     book_gap_check: bool = True
     market_queue_max_length: int = DEFAULT_MARKET_MAX_LENGTH  # per market-data queue; the oldest are dropped beyond it
+    # auto: the batched fast path if aiormq's internals check out at start-up, else aiormq's public basic_publish
+    publish_path: PublishPath = "auto"
+    # market events arriving within this window share one write to RabbitMQ: less CPU, at most this much latency
+    publish_coalesce: float = 0.0  # off: measured no CPU saving (BENCHMARKS.md, Scale)
     shutdown_grace: float = 10.0
     # The publisher or the command listener may be away from RabbitMQ this long before the worker reports
     # itself unhealthy (heartbeat, /health 503, ws_gateway_worker_healthy 0): a broker restart is not a page.
@@ -161,6 +167,11 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
             market_queue_max_length=env.integer(
                 "WS_GATEWAY_MARKET_QUEUE_MAX_LENGTH", d.market_queue_max_length, minimum=1, maximum=100_000_000
             ),
+            publish_path=cast(PublishPath, env.choice("WS_GATEWAY_PUBLISH_PATH", d.publish_path, PUBLISH_PATHS)),
+            publish_coalesce=env.integer(
+                "WS_GATEWAY_PUBLISH_COALESCE_US", round(d.publish_coalesce * 1e6), minimum=0, maximum=100_000
+            )
+            / 1e6,
             shutdown_grace=env.number("WS_GATEWAY_SHUTDOWN_GRACE", d.shutdown_grace, minimum=0, maximum=600),
             broker_grace=env.number("WS_GATEWAY_BROKER_GRACE", d.broker_grace, minimum=0, maximum=3600),
             capture_dir=env.optional_text("WS_GATEWAY_CAPTURE_DIR") or d.capture_dir,

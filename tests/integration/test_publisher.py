@@ -15,10 +15,12 @@ import msgspec
 import pytest
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from aiormq.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed
+from loguru import logger
 
 from shared.enums import ChannelType
 from shared.events import ENVELOPE_DECODER, EVENT_CONTENT_TYPE, EventEnvelope
 from shared.routing import EVENTS_EXCHANGE, service_queue
+from stream_worker.broker.publish_path import FastPathUnavailable, PublishPath
 from stream_worker.broker.publisher import Publisher
 from stream_worker.broker.topology import queue_spec
 from stream_worker.envelopes.outgoing import Outgoing
@@ -108,6 +110,13 @@ class Broker:
                 await channel.queue_delete(queue)
 
 
+@pytest.fixture(params=["fast", "public"])
+def publish_path(request: pytest.FixtureRequest) -> PublishPath:
+    """Every publisher test runs on both write paths: batched into aiormq's internals, and `basic_publish`."""
+    path: PublishPath = request.param
+    return path
+
+
 @pytest.fixture
 async def broker(rabbitmq_url: str) -> AsyncIterator[Broker]:
     connection = await aiormq.connect(rabbitmq_url)
@@ -152,10 +161,10 @@ def test_queue_arguments_are_quorum_for_account_data_and_bounded_drop_head_for_m
 
 
 async def test_events_reach_their_service_queues_with_id_trace_type_persistence_and_stamp(
-    rabbitmq_url: str, broker: Broker
+    rabbitmq_url: str, broker: Broker, publish_path: PublishPath
 ) -> None:
     service = broker.service(ChannelType.ORDER, ChannelType.TRADES)
-    publisher = Publisher(rabbitmq_url, clock=lambda: CLOCK)
+    publisher = Publisher(rabbitmq_url, clock=lambda: CLOCK, publish_path=publish_path)
     async with running(publisher):
         await publisher.bind(service, ChannelType.ORDER, ORDER_KEY)
         await publisher.bind(service, ChannelType.ORDER, ORDER_KEY)  # idempotent
@@ -191,10 +200,10 @@ async def test_events_reach_their_service_queues_with_id_trace_type_persistence_
 
 
 async def test_two_services_on_one_key_both_get_every_account_event_until_one_unbinds(
-    rabbitmq_url: str, broker: Broker
+    rabbitmq_url: str, broker: Broker, publish_path: PublishPath
 ) -> None:
     first, second = broker.service(ChannelType.ORDER), broker.service(ChannelType.ORDER)
-    publisher = Publisher(rabbitmq_url, confirm_window=50)
+    publisher = Publisher(rabbitmq_url, confirm_window=50, publish_path=publish_path)
     async with running(publisher):
         await publisher.bind(first, ChannelType.ORDER, ORDER_KEY)
         await publisher.bind(second, ChannelType.ORDER, ORDER_KEY)
@@ -220,10 +229,10 @@ async def test_two_services_on_one_key_both_get_every_account_event_until_one_un
 
 
 async def test_account_queue_is_quorum_and_market_queue_keeps_only_the_newest(
-    rabbitmq_url: str, broker: Broker
+    rabbitmq_url: str, broker: Broker, publish_path: PublishPath
 ) -> None:
     service = broker.service(ChannelType.POSITION, ChannelType.TICKER)
-    publisher = Publisher(rabbitmq_url, market_queue_max_length=5)
+    publisher = Publisher(rabbitmq_url, market_queue_max_length=5, publish_path=publish_path)
     async with running(publisher):
         await publisher.bind(service, ChannelType.POSITION, "position.*")
         await publisher.bind(service, ChannelType.TICKER, "ticker.linear.BTCUSDT")
@@ -242,10 +251,10 @@ async def test_account_queue_is_quorum_and_market_queue_keeps_only_the_newest(
 
 
 async def test_full_market_buffer_drops_the_oldest_and_counts_without_blocking(
-    rabbitmq_url: str, broker: Broker
+    rabbitmq_url: str, broker: Broker, publish_path: PublishPath
 ) -> None:
     service = broker.service(ChannelType.TRADES)
-    publisher = Publisher(rabbitmq_url, market_buffer=3)
+    publisher = Publisher(rabbitmq_url, market_buffer=3, publish_path=publish_path)
     async with running(publisher):
         await publisher.bind(service, ChannelType.TRADES, "trades.linear.*")
 
@@ -261,10 +270,10 @@ async def test_full_market_buffer_drops_the_oldest_and_counts_without_blocking(
 
 
 async def test_an_event_that_cannot_be_encoded_is_dropped_and_counted_not_fatal(
-    rabbitmq_url: str, broker: Broker
+    rabbitmq_url: str, broker: Broker, publish_path: PublishPath
 ) -> None:
     service = broker.service(ChannelType.ORDER)
-    publisher = Publisher(rabbitmq_url)
+    publisher = Publisher(rabbitmq_url, publish_path=publish_path)
     broken = account("broken")
     broken = Outgoing(
         envelope=msgspec.structs.replace(broken.envelope, payload=object()),
@@ -283,10 +292,10 @@ async def test_an_event_that_cannot_be_encoded_is_dropped_and_counted_not_fatal(
 
 
 async def test_an_envelope_larger_than_a_frame_arrives_whole_in_order_with_its_neighbours(
-    rabbitmq_url: str, broker: Broker
+    rabbitmq_url: str, broker: Broker, publish_path: PublishPath
 ) -> None:
     service = broker.service(ChannelType.ORDER, ChannelType.TRADES)
-    publisher = Publisher(rabbitmq_url, clock=lambda: CLOCK)
+    publisher = Publisher(rabbitmq_url, clock=lambda: CLOCK, publish_path=publish_path)
     big = {"levels": [[f"{n}.5", "1.25"] for n in range(40_000)]}  # ~0.8 MB: several 128 KiB body frames
     large = Outgoing(
         envelope=msgspec.structs.replace(event("big", ChannelType.TRADES), payload=big),
@@ -318,10 +327,10 @@ async def test_an_envelope_larger_than_a_frame_arrives_whole_in_order_with_its_n
 
 
 async def test_a_message_id_too_long_for_amqp_is_dropped_and_counted_not_fatal(
-    rabbitmq_url: str, broker: Broker
+    rabbitmq_url: str, broker: Broker, publish_path: PublishPath
 ) -> None:
     service = broker.service(ChannelType.TRADES)
-    publisher = Publisher(rabbitmq_url)
+    publisher = Publisher(rabbitmq_url, publish_path=publish_path)
     async with running(publisher) as task:
         await publisher.bind(service, ChannelType.TRADES, "trades.linear.BTCUSDT")
         publisher.offer_market(market("x" * 256))  # AMQP's message-id is a short string: 255 bytes at most
@@ -332,9 +341,11 @@ async def test_a_message_id_too_long_for_amqp_is_dropped_and_counted_not_fatal(
         assert not task.done()
 
 
-async def test_full_account_buffer_blocks_put_account_until_there_is_room(rabbitmq_url: str, broker: Broker) -> None:
+async def test_full_account_buffer_blocks_put_account_until_there_is_room(
+    rabbitmq_url: str, broker: Broker, publish_path: PublishPath
+) -> None:
     service = broker.service(ChannelType.ORDER)
-    publisher = Publisher(rabbitmq_url, account_buffer=2)
+    publisher = Publisher(rabbitmq_url, account_buffer=2, publish_path=publish_path)
     async with running(publisher):
         await publisher.bind(service, ChannelType.ORDER, ORDER_KEY)
 
@@ -357,13 +368,13 @@ async def test_full_account_buffer_blocks_put_account_until_there_is_room(rabbit
 
 
 async def test_conflicting_queue_arguments_raise_topology_error_and_publishing_goes_on(
-    rabbitmq_url: str, broker: Broker
+    rabbitmq_url: str, broker: Broker, publish_path: PublishPath
 ) -> None:
     service, healthy = broker.service(ChannelType.TRADES), broker.service(ChannelType.ORDER)
     queue = service_queue(service, ChannelType.TRADES)
     # Left over from a deployment with another max length.
     await broker.channel.queue_declare(queue, durable=True, arguments={"x-max-length": 10, "x-overflow": "drop-head"})
-    publisher = Publisher(rabbitmq_url)
+    publisher = Publisher(rabbitmq_url, publish_path=publish_path)
     async with running(publisher) as task:
         with pytest.raises(TopologyError) as refused:
             await publisher.bind(service, ChannelType.TRADES, "trades.linear.BTCUSDT")
@@ -380,7 +391,7 @@ async def test_conflicting_queue_arguments_raise_topology_error_and_publishing_g
 
 
 async def test_rabbitmq_cut_mid_stream_loses_no_account_event_and_counts_market_losses(
-    rabbitmq_url: str, broker: Broker
+    rabbitmq_url: str, broker: Broker, publish_path: PublishPath
 ) -> None:
     account_total, market_total = 4000, 20_000
     service = broker.service(ChannelType.ORDER, ChannelType.TRADES)
@@ -393,7 +404,12 @@ async def test_rabbitmq_cut_mid_stream_loses_no_account_event_and_counts_market_
     target = urlsplit(rabbitmq_url)
     async with FaultProxy(target.hostname or "127.0.0.1", target.port or 5672) as proxy:
         publisher = Publisher(
-            via(proxy, rabbitmq_url), market_buffer=market_total, timeout=5.0, reconnect_cap=0.2, sleep=quick_sleep
+            via(proxy, rabbitmq_url),
+            market_buffer=market_total,
+            timeout=5.0,
+            reconnect_cap=0.2,
+            sleep=quick_sleep,
+            publish_path=publish_path,
         )
 
         async def produce() -> None:
@@ -442,7 +458,9 @@ async def test_rabbitmq_cut_mid_stream_loses_no_account_event_and_counts_market_
     assert stats.published["market"] + dropped["connection_lost"] + dropped["market_buffer_full"] == market_total
 
 
-async def test_nacked_account_event_is_published_again_until_confirmed(rabbitmq_url: str, broker: Broker) -> None:
+async def test_nacked_account_event_is_published_again_until_confirmed(
+    rabbitmq_url: str, broker: Broker, publish_path: PublishPath
+) -> None:
     # A queue that refuses when full makes RabbitMQ nack: someone bound it to our exchange.
     refusing = f"refusing-{uuid.uuid4().hex[:10]}"
     broker.queues.add(refusing)
@@ -452,7 +470,7 @@ async def test_nacked_account_event_is_published_again_until_confirmed(rabbitmq_
         pauses.append(delay)
         await asyncio.sleep(0)
 
-    publisher = Publisher(rabbitmq_url, sleep=recorded_sleep)
+    publisher = Publisher(rabbitmq_url, sleep=recorded_sleep, publish_path=publish_path)
     async with running(publisher):
         await broker.channel.queue_declare(
             refusing, durable=True, arguments={"x-max-length": 1, "x-overflow": "reject-publish"}
@@ -468,11 +486,13 @@ async def test_nacked_account_event_is_published_again_until_confirmed(rabbitmq_
     assert publisher.stats.confirmed == 2
 
 
-async def test_bind_while_rabbitmq_is_down_fails_within_the_timeout(rabbitmq_url: str) -> None:
+async def test_bind_while_rabbitmq_is_down_fails_within_the_timeout(
+    rabbitmq_url: str, publish_path: PublishPath
+) -> None:
     target = urlsplit(rabbitmq_url)
     async with FaultProxy(target.hostname or "127.0.0.1", target.port or 5672) as proxy:
         await proxy.set_mode(Mode.REFUSE)
-        publisher = Publisher(via(proxy, rabbitmq_url), timeout=0.3, reconnect_cap=0.05)
+        publisher = Publisher(via(proxy, rabbitmq_url), timeout=0.3, reconnect_cap=0.05, publish_path=publish_path)
         task = asyncio.create_task(publisher.run())
         try:
             with pytest.raises(BrokerUnavailable, match="not connected within"):
@@ -487,13 +507,13 @@ async def test_bind_while_rabbitmq_is_down_fails_within_the_timeout(rabbitmq_url
 
 
 async def test_reconnect_restores_bindings_and_survives_a_queue_redeclared_with_other_arguments(
-    rabbitmq_url: str, broker: Broker
+    rabbitmq_url: str, broker: Broker, publish_path: PublishPath
 ) -> None:
     service = broker.service(ChannelType.ORDER, ChannelType.TRADES)
     order_queue, trades_queue = service_queue(service, ChannelType.ORDER), service_queue(service, ChannelType.TRADES)
     target = urlsplit(rabbitmq_url)
     async with FaultProxy(target.hostname or "127.0.0.1", target.port or 5672) as proxy:
-        publisher = Publisher(via(proxy, rabbitmq_url), reconnect_cap=0.05)
+        publisher = Publisher(via(proxy, rabbitmq_url), reconnect_cap=0.05, publish_path=publish_path)
         async with running(publisher):
             await publisher.bind(service, ChannelType.ORDER, ORDER_KEY)
             await publisher.bind(service, ChannelType.TRADES, "trades.#")
@@ -512,11 +532,11 @@ async def test_reconnect_restores_bindings_and_survives_a_queue_redeclared_with_
 
 
 async def test_cancelling_run_closes_the_connection_and_leaves_no_task_behind(
-    rabbitmq_url: str, broker: Broker
+    rabbitmq_url: str, broker: Broker, publish_path: PublishPath
 ) -> None:
     service = broker.service(ChannelType.ORDER)
     before = asyncio.all_tasks()
-    publisher = Publisher(rabbitmq_url)
+    publisher = Publisher(rabbitmq_url, publish_path=publish_path)
     task = asyncio.create_task(publisher.run())
     await asyncio.wait_for(publisher.wait_connected(), DEADLINE)
     await publisher.bind(service, ChannelType.ORDER, ORDER_KEY)
@@ -531,6 +551,54 @@ async def test_cancelling_run_closes_the_connection_and_leaves_no_task_behind(
     assert stats.unconfirmed == 0
     assert stats.confirmed + stats.account_depth == 200
     await wait_until(lambda: asyncio.all_tasks() <= before | {asyncio.current_task()}, timeout=5, what="tasks")
+
+
+async def test_auto_takes_the_fast_path_when_aiormqs_internals_check_out(rabbitmq_url: str, broker: Broker) -> None:
+    service = broker.service(ChannelType.ORDER)
+    publisher = Publisher(rabbitmq_url)  # publish_path="auto" by default
+    async with running(publisher):
+        assert publisher.publish_path == "fast"  # the shape check and the probe publish both passed
+        await publisher.bind(service, ChannelType.ORDER, ORDER_KEY)
+        await publisher.put_account(account("after-probe"))
+        await asyncio.wait_for(publisher.wait_drained(), DEADLINE)
+        assert ids(await broker.take(service_queue(service, ChannelType.ORDER), 1)) == ["after-probe"]
+    assert publisher.stats.confirmed == 1  # the probe is not an event: not counted, not delivered
+
+
+async def test_auto_falls_back_to_the_public_path_with_one_warning_when_aiormqs_internals_changed(
+    rabbitmq_url: str, broker: Broker
+) -> None:
+    service = broker.service(ChannelType.ORDER, ChannelType.TRADES)
+    warnings: list[str] = []
+    sink = logger.add(lambda message: warnings.append(message.record["message"]), level="WARNING")
+    try:
+        # What fast_path_problem reports after an aiormq upgrade renamed an attribute the fast path writes.
+        publisher = Publisher(rabbitmq_url, fast_path_check=lambda channel: "aiormq.Channel.confirmations is gone")
+        async with running(publisher):
+            assert publisher.publish_path == "public"
+            await publisher.bind(service, ChannelType.ORDER, ORDER_KEY)
+            await publisher.bind(service, ChannelType.TRADES, "trades.#")
+            for n in range(300):
+                await publisher.put_account(account(f"acc-{n:03d}"))
+                publisher.offer_market(market(f"mkt-{n:03d}"))
+            await asyncio.wait_for(publisher.wait_drained(), DEADLINE)
+            account_ids = ids(await broker.take(service_queue(service, ChannelType.ORDER), 300))
+            market_ids = ids(await broker.take(service_queue(service, ChannelType.TRADES), 300))
+    finally:
+        logger.remove(sink)
+    assert account_ids == [f"acc-{n:03d}" for n in range(300)]  # confirms pipelined, order kept
+    assert market_ids == [f"mkt-{n:03d}" for n in range(300)]
+    assert publisher.stats.confirmed == 300
+    assert [w for w in warnings if "public API" in w] == [
+        "aiormq's internals changed: publishing through its public API instead"
+    ]
+
+
+async def test_forcing_the_fast_path_when_aiormqs_internals_changed_fails_loudly(rabbitmq_url: str) -> None:
+    publisher = Publisher(rabbitmq_url, publish_path="fast", fast_path_check=lambda channel: "simulated change")
+    with pytest.raises(FastPathUnavailable, match="simulated change"):
+        await asyncio.wait_for(publisher.run(), DEADLINE)
+    assert not publisher.stats.connected
 
 
 @pytest.fixture(autouse=True)

@@ -227,11 +227,12 @@ class Harness:
                         assert _price(bids[0][0]) < _price(asks[0][0]), f"{topic} published crossed"
                 else:
                     assert (bids, asks) == ([], []), f"{topic} is invalid but still holds levels"
-        for item in self.publisher._market:  # everything handed over must be encodable for RabbitMQ
+        market = self.publisher._market.events
+        for item in market:  # everything handed over must be encodable for RabbitMQ
             ENCODER.encode(item.envelope)
-        self.publisher._market.clear()
-        while not self.publisher._account.empty():
-            ENCODER.encode(self.publisher._account.get_nowait().envelope)
+        market.clear()
+        while (account := self.publisher._account.get_nowait()) is not None:
+            ENCODER.encode(account.envelope)
 
 
 def _price(text: str) -> float:
