@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from shared.enums import ChannelType, Endpoint
 from shared.routing import service_queue
@@ -65,3 +66,73 @@ async def test_fill_and_wallet_change_made_while_disconnected_arrive_after_recon
     assert wallet["data"][0]["coin"][0]["walletBalance"] == "777.25"
     assert "/v5/execution/list" in fake.ledger.requests
     await delete_queues(rabbitmq_url, *queues)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="found by the chaos run: the re-sync reads only open orders (/v5/order/realtime), so an order that "
+    "was filled or cancelled while the private stream was away is never reported closed; fixing it needs the "
+    "order history endpoint in stream_worker/exchange (rest + resync) and in the fake",
+)
+async def test_order_filled_while_disconnected_is_reported_closed_after_reconnect(
+    api: httpx.AsyncClient, fake: FakeBybit, start_worker: Callable[..., Any], rabbitmq_url: str
+) -> None:
+    svc = f"svc-{uuid.uuid4().hex[:8]}"
+    queue = service_queue(svc, ChannelType.ORDER)
+    async with start_worker() as worker:
+        response = await api.post("/api/v1/subscriptions", json={"requesting_service": svc, "channel_type": "order"})
+        assert response.status_code == 201
+        private = worker.connections[Endpoint.PRIVATE]
+        await wait_until(lambda: "order" in private.protocol.subscribed, what="subscribed")
+        await wait_until(lambda: resyncs(worker) >= 1, what="the first re-sync after auth")
+        async with consuming(rabbitmq_url, queue) as orders:
+            placed = await fake.push_account("order", status="New", symbol="BTCUSDT")
+            order_id = placed["data"][0]["orderId"]
+            await wait_until(lambda: len(orders.envelopes) == 1, what="the new order, live")
+            fake.refuse_connections(60)
+            await fake.drop_connections(close_frame=False)
+            await wait_until(lambda: not private.connected, what="the worker disconnected")
+            await fake.push_account("order", status="Filled", order_id=order_id, symbol="BTCUSDT")
+            fake.accept_connections()
+            await wait_until(lambda: resyncs(worker) >= 2, timeout=20, what="the re-sync after reconnect")
+
+            def latest_status() -> str | None:
+                mine = [e for e in orders.envelopes if e.payload["orderId"] == order_id]
+                return max(mine, key=lambda e: int(e.payload["updatedTime"])).payload["orderStatus"] if mine else None
+
+            # The consumer's view of the order must end Filled, as the exchange's does.
+            await wait_until(lambda: latest_status() == "Filled", timeout=15, what="the order reported Filled")
+    await delete_queues(rabbitmq_url, queue)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="found by the chaos run: account state is re-synced over REST only after a (re)auth or a takeover, "
+    "so a push Bybit drops while the private socket stays up (a stall shorter than dead_after) is never "
+    "recovered; needs a periodic re-sync in stream_worker/exchange/account_sync.py",
+)
+async def test_fill_dropped_by_the_exchange_on_a_live_socket_is_recovered_by_a_later_resync(
+    api: httpx.AsyncClient, fake: FakeBybit, start_worker: Callable[..., Any], rabbitmq_url: str
+) -> None:
+    svc = f"svc-{uuid.uuid4().hex[:8]}"
+    queue = service_queue(svc, ChannelType.EXECUTION)
+    async with start_worker(dead_after=30.0) as worker:
+        response = await api.post(
+            "/api/v1/subscriptions", json={"requesting_service": svc, "channel_type": "execution"}
+        )
+        assert response.status_code == 201
+        private = worker.connections[Endpoint.PRIVATE]
+        await wait_until(lambda: "execution" in private.protocol.subscribed, what="subscribed")
+        await wait_until(lambda: resyncs(worker) >= 1, what="the first re-sync after auth")
+        async with consuming(rabbitmq_url, queue) as executions:
+            fake.stall("private")  # Bybit sends nothing for a moment: the fill pushed now is lost on the way
+            lost = await fake.push_account("execution", category="linear", symbol="BTCUSDT")
+            fake.unstall("private")
+            after = await fake.push_account("execution", category="linear", symbol="BTCUSDT")
+            await wait_until(
+                lambda: f"execution:{after['data'][0]['execId']}" in executions.ids(), what="the next fill, live"
+            )
+            assert private.reconnects == 0  # the socket never looked dead: nothing told the worker to re-sync
+            lost_id = f"execution:{lost['data'][0]['execId']}"
+            await wait_until(lambda: lost_id in executions.ids(), timeout=30, what="the dropped fill, re-synced")
+    await delete_queues(rabbitmq_url, queue)

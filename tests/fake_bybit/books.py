@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import OrderedDict
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, get_args
@@ -21,6 +22,11 @@ from tests.fake_bybit.topics import Category
 
 JsonObject = dict[str, Any]
 Side = dict[Decimal, Decimal]
+BookState = tuple[tuple[tuple[Decimal, Decimal], ...], tuple[tuple[Decimal, Decimal], ...]]  # bids best first, asks
+
+# How many past states each book remembers for `state_at`: at the chaos run's 10 pushes a second, 100 s of
+# history, far more than any consumer lags behind; older ones are forgotten so a long run stays bounded.
+HISTORY = 1000
 
 BookFault = Literal["gap", "stale", "restart", "crossed", "snapshot", "empty"]
 BOOK_FAULTS: tuple[str, ...] = get_args(BookFault)
@@ -97,7 +103,11 @@ class BookStream:
         self._ts = 0
         self._cts_lag = rng.randint(1, 5)
         self._last_level1: JsonObject | None = None
+        # The book after every `u` it passed through, keyed by (u, seq): `u` alone repeats after a `u == 1`
+        # restart, `seq` never goes back. A checker compares a client's rebuilt book against it.
+        self._history: OrderedDict[tuple[int, int], BookState] = OrderedDict()
         self.check()
+        self._remember()
 
     @property
     def level1(self) -> bool:
@@ -202,6 +212,18 @@ class BookStream:
         if self.bids and self.asks and self._best_bid() >= self._best_ask():
             raise BookInvariantError(f"{self.topic}: crossed, {self._best_bid()} >= {self._best_ask()}")
 
+    def state_at(self, u: int, seq: int) -> BookState | None:
+        """The fake's book right after it moved to (`u`, `seq`); None if that is older than HISTORY states."""
+        return self._history.get((u, seq))
+
+    def _remember(self) -> None:
+        self._history[(self.u, self.seq)] = (
+            tuple(sorted(self.bids.items(), reverse=True)),
+            tuple(sorted(self.asks.items())),
+        )
+        while len(self._history) > HISTORY:
+            self._history.popitem(last=False)
+
     def levels(self) -> tuple[list[list[str]], list[list[str]]]:
         """The fake's book as Bybit would print it: bids descending, asks ascending."""
         return self._levels(self.bids, self.asks)
@@ -211,6 +233,7 @@ class BookStream:
         self.u += steps
         # seq is the engine's cross sequence, shared with other topics, so it skips values (§7.2).
         self.seq += self._rng.randint(1, 40)
+        self._remember()
 
     def _message(self, type_: str, levels: tuple[list[list[str]], list[list[str]]], now_ms: int) -> JsonObject:
         self._ts = max(now_ms, self._ts + 1)

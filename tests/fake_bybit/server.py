@@ -402,6 +402,10 @@ class FakeBybit:
         answers those by itself."""
         self._stalled.update([category] if category is not None else topics.ENDPOINTS)
 
+    def stalled(self, category: Endpoint) -> bool:
+        """Whether `category` is stalled now (its pushes are being lost)."""
+        return category in self._stalled
+
     def unstall(self, category: Endpoint | None = None) -> None:
         self._stalled.difference_update([category] if category is not None else topics.ENDPOINTS)
 

@@ -12,7 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.fake_bybit import BOOK_FAULTS, BookStream, LocalBook, Samples
-from tests.fake_bybit.books import PriceGrid
+from tests.fake_bybit.books import HISTORY, PriceGrid
 from tests.fake_bybit.market import price_grid
 from tests.fake_bybit.topics import Category
 
@@ -141,3 +141,50 @@ def test_regular_messages_increment_u_by_one_and_never_need_a_resync(
     bids, asks = stream.levels()
     assert len(bids) <= depth
     assert len(asks) <= depth
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    book=st.sampled_from(BOOKS),
+    steps=st.lists(st.sampled_from(["next"] * 4 + list(BOOK_FAULTS)), max_size=40),
+)
+def test_the_fake_remembers_its_book_at_every_u_it_sent_so_a_checker_can_compare(
+    seed: int, book: tuple[Category, int], steps: list[str]
+) -> None:
+    category, depth = book
+    stream = BookStream(
+        topic="t",
+        category=category,
+        symbol="X",
+        depth=depth,
+        grid=price_grid(category, SAMPLES),
+        rng=random.Random(seed),
+    )
+    for step in steps:
+        if step == "empty" and stream.level1:
+            continue
+        message = stream.next(0) if step == "next" else stream.fault(step, 0)  # type: ignore[arg-type]
+        data = message["data"]
+        remembered = stream.state_at(data["u"], data["seq"])
+        if step in ("stale", "crossed"):
+            # Never applied to the fake's book: a stale update names an old state, a crossed one the unchanged book.
+            continue
+        assert remembered is not None
+        bids, asks = stream.levels()
+        as_decimals = (
+            tuple((Decimal(p), Decimal(s)) for p, s in bids),
+            tuple((Decimal(p), Decimal(s)) for p, s in asks),
+        )
+        assert remembered == as_decimals
+
+
+def test_the_fakes_book_history_is_bounded() -> None:
+    stream = BookStream(
+        topic="t", category="linear", symbol="X", depth=50, grid=price_grid("linear", SAMPLES), rng=random.Random(1)
+    )
+    first = (stream.u, stream.seq)
+    for _ in range(HISTORY + 5):
+        stream.next(0)
+    assert stream.state_at(*first) is None
+    assert stream.state_at(stream.u, stream.seq) is not None

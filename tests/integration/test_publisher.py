@@ -458,6 +458,43 @@ async def test_rabbitmq_cut_mid_stream_loses_no_account_event_and_counts_market_
     assert stats.published["market"] + dropped["connection_lost"] + dropped["market_buffer_full"] == market_total
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="found by the chaos run (a one-update hole in a book stream with no drop counted): market messages are "
+    "published without confirms, so those written to the socket but not yet taken by the broker when the link "
+    "dies vanish uncounted; dropped_events_total then under-reports. Needs the publisher (broker/publisher.py) to "
+    "count what it cannot know was delivered, e.g. confirms on the market channel",
+)
+async def test_market_events_written_just_before_a_link_cut_are_counted_as_lost(
+    rabbitmq_url: str, broker: Broker
+) -> None:
+    service = broker.service(ChannelType.TRADES)
+    queue = service_queue(service, ChannelType.TRADES)
+    written = 50
+    target = urlsplit(rabbitmq_url)
+    async with FaultProxy(target.hostname or "127.0.0.1", target.port or 5672) as proxy:
+        publisher = Publisher(via(proxy, rabbitmq_url), timeout=5.0, reconnect_cap=0.2)
+        async with running(publisher):
+            await publisher.bind(service, ChannelType.TRADES, "trades.#")
+            await proxy.set_mode(Mode.STALL)  # the link freezes: what the publisher writes waits in the network
+            for n in range(written):
+                publisher.offer_market(market(f"mkt-{n:03d}"))
+            await wait_until(
+                lambda: publisher.stats.published["market"] == written, timeout=DEADLINE, what="all written"
+            )
+            await proxy.cut()  # ... and then the link dies
+            await proxy.set_mode(Mode.FORWARD)
+            await wait_until(lambda: publisher.stats.reconnects >= 1, timeout=DEADLINE, what="reconnected")
+            await asyncio.wait_for(publisher.wait_connected(), DEADLINE)
+            publisher.offer_market(market("after-the-cut"))  # the queue holds all it ever will once this is in
+            await wait_until(lambda: broker.depth_is(queue, 1), timeout=DEADLINE, what="the marker")
+            stats = publisher.stats
+    assert ids(await broker.take(queue, 1)) == ["after-the-cut"]  # every message written before the cut vanished
+    assert stats.published["market"] == written + 1
+    # Every market message lost must be counted: here all `written` were.
+    assert stats.dropped["connection_lost"] >= written
+
+
 async def test_nacked_account_event_is_published_again_until_confirmed(
     rabbitmq_url: str, broker: Broker, publish_path: PublishPath
 ) -> None:

@@ -88,6 +88,10 @@ class FaultProxy:
                 upstream_writer.close()
         except (OSError, ExceptionGroup):
             pass  # either side went away: the link is over
+        except asyncio.CancelledError:
+            # `cut` cancels the link on purpose. Ending normally keeps asyncio's start_server callback from
+            # logging the cancellation as "Exception in callback" (Python 3.11 reads task.exception()).
+            pass
         finally:
             self._links.discard(task)
             writer.close()

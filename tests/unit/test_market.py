@@ -208,3 +208,23 @@ def test_no_queue_snapshot_of_an_invalid_book_or_an_unknown_topic() -> None:
     feed(market, Endpoint.LINEAR, book(105))  # a gap: invalid until Bybit's next snapshot, which every queue gets
     assert market.snapshot_of("orderbook.50.BTCUSDT", queue="q", received_ms=1, trace_id="x", nonce=1) is None
     assert market.snapshot_of("tickers.ETHUSDT", queue="q", received_ms=1, trace_id="x", nonce=1) is None
+
+
+@pytest.mark.parametrize("kind", [None, "", "partial"])
+def test_book_push_without_a_known_type_invalidates_the_book_instead_of_crashing_the_worker(kind: str | None) -> None:
+    # Found by the chaos run (bench/chaos): one typeless book frame raised ValueError out of the socket's read
+    # loop and took every worker down at once, since every worker serving the topic received it.
+    market = MarketState(Endpoint.LINEAR)
+    feed(market, Endpoint.LINEAR, SNAPSHOT)
+    typeless = book(101, bids=[("99.6", "1")])
+    if kind is None:
+        del typeless["type"]
+    else:
+        typeless["type"] = kind
+    result = feed(market, Endpoint.LINEAR, typeless)
+    assert [e.envelope.event_type for e in result.events] == ["book_invalid"]
+    assert payload(result)["cause"] == "malformed"
+    assert result.resubscribe == ["orderbook.50.BTCUSDT"]
+    assert feed(market, Endpoint.LINEAR, book(102, bids=[("99.7", "1")])).events == []  # nothing until a snapshot
+    fresh = feed(market, Endpoint.LINEAR, book(500, "snapshot", bids=[("98", "1")], asks=[("101", "1")]))
+    assert payload(fresh)["type"] == "snapshot"
