@@ -15,7 +15,7 @@ import msgspec
 from litestar import Response, Router, get
 from litestar.enums import MediaType
 
-from shared.commands import Command, ResyncRequested, SubscriptionsChanged
+from shared.commands import Command, ResyncRequested, SnapshotRequested, SubscriptionsChanged
 from shared.enums import Category, ChannelType
 from shared.events import EVENT_CONTENT_TYPE, EventEnvelope
 from shared.payloads import (
@@ -35,6 +35,7 @@ from shared.routing import (
     CHANGE_NOTICE_ROUTING_KEY,
     COMMANDS_EXCHANGE,
     EVENTS_EXCHANGE,
+    SNAPSHOT_REQUEST_ROUTING_KEY,
     event_routing_key,
     queue_arguments,
     service_queue,
@@ -67,6 +68,21 @@ BYBIT_SHAPED |= {"Position", "WalletCoin"}
 
 BYBIT_EMPTY: dict[str, Any] = {"enum": [""], "description": "Bybit's empty value; read it as null."}
 INTEGER_STRING: dict[str, Any] = {"type": "string", "pattern": "^-?[0-9]+$"}
+
+# What a queue receives when its service joins a topic already streaming, or asks (POST .../snapshot): README,
+# "Joining late, and asking again". Classes without state get none.
+JOIN_SNAPSHOTS: dict[ChannelType, str] = {
+    ChannelType.ORDERBOOK: (
+        "the whole validated book as an `orderbook` event of type `snapshot` whose `u`/`seq`/`checksum` are those "
+        "of the last event published for the book: the next book event in this queue is the delta `u + 1` (none "
+        "while the book is invalid: the fresh Bybit snapshot then reaches every bound queue)"
+    ),
+    ChannelType.TICKER: "the full merged ticker, type `snapshot`, every field listed in `changed`",
+    ChannelType.KLINE: "the latest candle of the topic if it is still open (`confirm: false`)",
+    ChannelType.ORDER: "open orders fetched over REST, with the re-sync's event ids",
+    ChannelType.POSITION: "positions fetched over REST, with the re-sync's event ids",
+    ChannelType.BALANCE: "the wallet fetched over REST, with the re-sync's event ids",
+}
 
 MESSAGE_HEADERS: dict[str, Any] = {
     "type": "object",
@@ -202,7 +218,7 @@ def _event_channels(channel_type: ChannelType) -> dict[str, Any]:
         },
     }
     queue_name = service_queue("{service}", channel_type)
-    queue = {
+    queue: dict[str, Any] = {
         "address": queue_name,
         "title": f"a service's {name} queue",
         "description": (
@@ -222,6 +238,20 @@ def _event_channels(channel_type: ChannelType) -> dict[str, Any]:
         "x-queue-arguments": _queue_arguments(channel_type),
         "x-bound-to": {"exchange": EVENTS_EXCHANGE, "routingKey": address},
     }
+    if channel_type in JOIN_SNAPSHOTS:
+        queue["description"] += (
+            " When the service's subscription joins a topic that is already streaming, or the service asks with "
+            "`POST /api/v1/subscriptions/{id}/snapshot`, the topic's current state is published to this queue only "
+            "(the default exchange, routing key = the queue's name), with `snapshot: true` in the envelope, before "
+            f"the queue's next delta: {JOIN_SNAPSHOTS[channel_type]}. Events published just before it may precede "
+            "it: skip book deltas until your first snapshot and de-duplicate by `event_id`."
+        )
+        queue["x-join-snapshot"] = {
+            "exchange": "(default)",
+            "routingKey": queue_name,
+            "envelope": {"snapshot": True},
+            "content": JOIN_SNAPSHOTS[channel_type],
+        }
     return {name: routing, f"{name}Queue": queue}
 
 
@@ -232,7 +262,17 @@ def _operations(channel_type: ChannelType) -> dict[str, Any]:
     ]
     queue_messages = [{"$ref": str(ref["$ref"]).replace(f"/{name}/", f"/{name}Queue/")} for ref in messages]
     mode = PERSISTENT if channel_type in ACCOUNT_CHANNELS else TRANSIENT
-    return {
+    snapshot: dict[str, Any] = {}
+    if channel_type in JOIN_SNAPSHOTS:
+        snapshot[f"snapshot_{name}"] = {
+            "action": "send",
+            "title": f"The worker sends one {name} queue the topic's current state (join or request)",
+            "description": JOIN_SNAPSHOTS[channel_type],
+            "channel": {"$ref": f"#/channels/{name}Queue"},
+            "messages": queue_messages[:1],
+            "bindings": {"amqp": {"deliveryMode": mode, "bindingVersion": AMQP_BINDING_VERSION}},
+        }
+    return snapshot | {
         f"publish_{name}": {
             "action": "send",
             "title": f"The worker publishes {name} events",
@@ -259,10 +299,13 @@ def _command_parts() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
             "contentType": EVENT_CONTENT_TYPE,
             "headers": MESSAGE_HEADERS,
             "payload": {"$ref": SCHEMA_REF.format(name=cls.__name__)},
-            "x-amqp-message-id": "revision-{revision}",
+            "x-amqp-message-id": "snapshot-{uuid}" if cls is SnapshotRequested else "revision-{revision}",
+            "x-amqp-routing-key": (
+                SNAPSHOT_REQUEST_ROUTING_KEY if cls is SnapshotRequested else CHANGE_NOTICE_ROUTING_KEY
+            ),
             "bindings": {"amqp": {"messageType": cls.__name__, "bindingVersion": AMQP_BINDING_VERSION}},
         }
-        for cls in (SubscriptionsChanged, ResyncRequested)
+        for cls in (SubscriptionsChanged, ResyncRequested, SnapshotRequested)
     }
     refs = {name: {"$ref": f"#/components/messages/{name}"} for name in messages}
     channel = {

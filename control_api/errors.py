@@ -39,6 +39,11 @@ class NotFound(ApiError):
     code = "not_found"
 
 
+class Conflict(ApiError):
+    status_code = 409
+    code = "conflict"
+
+
 class Unauthorized(ApiError):
     status_code = 401
     code = "unauthorized"

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 
 import aio_pika
@@ -23,10 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from control_api.db import Database
 from control_api.errors import DatabaseUnavailable
 from shared.backoff import Backoff, retry
-from shared.commands import COMMAND_ENCODER, SubscriptionChange, SubscriptionsChanged
+from shared.commands import COMMAND_ENCODER, SnapshotRequested, SubscriptionChange, SubscriptionsChanged
+from shared.enums import ChannelType, Endpoint
 from shared.events import EVENT_CONTENT_TYPE
-from shared.routing import CHANGE_NOTICE_ROUTING_KEY, COMMANDS_EXCHANGE
-from shared.schema import DesiredStateRow, OutboxRow
+from shared.routing import CHANGE_NOTICE_ROUTING_KEY, COMMANDS_EXCHANGE, SNAPSHOT_REQUEST_ROUTING_KEY
+from shared.schema import DesiredStateRow, OutboxRow, SubscriptionRow
 
 RELAY_BATCH = 100
 AMQP_ERRORS: tuple[type[Exception], ...] = (AMQPError, ConnectionError, OSError, TimeoutError)
@@ -56,6 +58,28 @@ async def record_change(session: AsyncSession, changes: list[SubscriptionChange]
         )
     )
     return revision
+
+
+async def record_snapshot_request(session: AsyncSession, row: SubscriptionRow, trace_id: str) -> None:
+    """Queue a snapshot request for the workers; the desired state does not change, so no revision."""
+    command = SnapshotRequested(
+        subscription_id=row.id,
+        requesting_service=row.requesting_service,
+        channel_type=ChannelType(row.channel_type),
+        endpoint=Endpoint(row.endpoint),
+        topic=row.topic,
+        trace_id=trace_id,
+        created_at_ms=int(time.time() * 1000),
+    )
+    session.add(
+        OutboxRow(
+            exchange=COMMANDS_EXCHANGE,
+            routing_key=SNAPSHOT_REQUEST_ROUTING_KEY,
+            body=COMMAND_ENCODER.encode(command),
+            message_id=f"snapshot-{uuid.uuid4().hex}",
+            trace_id=trace_id,
+        )
+    )
 
 
 class OutboxRelay:

@@ -12,6 +12,7 @@ Message rates are left to the page: it divides counter deltas by the time betwee
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -52,8 +53,11 @@ class ServiceState(msgspec.Struct, frozen=True, kw_only=True):
 class TopicState(msgspec.Struct, frozen=True, kw_only=True):
     endpoint: str
     topic: str
-    status: str  # "failed" if any service's row failed, "active" if all are, else "pending"
+    # "failed" if any service's row failed; "stale" if all are active but the topic delivers nothing (README,
+    # "Stale topics"); "active" if all are and data flows; else "pending".
+    status: str
     services: list[ServiceState]
+    stale_since: datetime | None = None
 
 
 class WorkerState(msgspec.Struct, frozen=True, kw_only=True):
@@ -115,6 +119,7 @@ async def _topics(db: Database, visible: frozenset[str] | None) -> tuple[list[To
             services,
             func.bool_or(SubscriptionRow.status == "failed"),
             func.bool_and(SubscriptionRow.status == "active"),
+            func.min(SubscriptionRow.stale_since),
         )
         .where(SubscriptionRow.is_active)
         .where(SubscriptionRow.requesting_service.in_(sorted(visible)) if visible is not None else true())
@@ -128,10 +133,11 @@ async def _topics(db: Database, visible: frozenset[str] | None) -> tuple[list[To
         TopicState(
             endpoint=endpoint,
             topic=topic,
-            status="failed" if any_failed else "active" if all_active else "pending",
+            status="failed" if any_failed else ("stale" if stale_since else "active") if all_active else "pending",
             services=[ServiceState(service=s["service"], status=s["status"]) for s in members],
+            stale_since=stale_since,
         )
-        for endpoint, topic, members, any_failed, all_active in rows[:MAX_TOPICS]
+        for endpoint, topic, members, any_failed, all_active, stale_since in rows[:MAX_TOPICS]
     ]
     return topics, len(rows) > MAX_TOPICS
 
@@ -295,7 +301,8 @@ function render(status) {
     status.topics.map(t => {
       const services = el("td");
       t.services.forEach(s => services.appendChild(badge(s.service + " (" + s.status + ")", s.status === "active")));
-      return row([el("td", t.endpoint), el("td", t.topic), cell(badge(t.status, t.status === "active")), services],
+      const state = t.status === "stale" ? "stale since " + t.stale_since : t.status;
+      return row([el("td", t.endpoint), el("td", t.topic), cell(badge(state, t.status === "active")), services],
         {"data-topic": t.topic, "data-status": t.status});
     }));
   if (status.topics_truncated) document.getElementById("topics").appendChild(row([el("td", "(more not shown)")]));

@@ -1,6 +1,7 @@
 """A downstream consumer of one ws-gateway queue, to copy from: reconnects, de-duplicates, keeps order books.
 
-    uv run python docs/consumer_example.py --service strategy-a --channel orderbook [--url amqp://...]
+    uv run python docs/consumer_example.py --service strategy-a --channel orderbook [--url amqp://...] \
+        [--api http://127.0.0.1:8000 --api-key ...]
 
 - Connects with aio-pika's robust connection, which reconnects and re-opens the channel and the consumer.
 - Declares nothing it does not own: the gateway declares `ws-gateway.{service}.{channel_type}` when the service
@@ -10,6 +11,11 @@
   verifies the `checksum` (README, "Checksum") after every event; a `book_invalid` event, a gap or a mismatch
   drops that book until the next snapshot. A book event whose `u` is not past the book's is stale and skipped:
   while a topic moves between gateway workers both may publish it for a moment (README, "Several workers").
+- When its book breaks in a way the gateway will not repair by itself (a `u` gap, a checksum mismatch, a delta
+  with no book because this consumer restarted or its queue dropped messages), it asks the gateway for a
+  snapshot: `POST /api/v1/subscriptions/{id}/snapshot` puts the current book in this service's queue only,
+  before the next delta (README, "Order books"). After `book_invalid` it just waits: the gateway resubscribes
+  and the fresh snapshot comes to every queue.
 - Acks each message after processing it; an unreadable message is rejected without requeue and logged.
 
 The event contract is described by `GET /asyncapi` on the control API. `EventProcessor` holds all the logic and
@@ -29,6 +35,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 import aio_pika
+import httpx
 import msgspec
 from aio_pika.abc import AbstractIncomingMessage
 
@@ -40,6 +47,7 @@ from shared.routing import service_queue
 log = logging.getLogger("consumer_example")
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_API = "http://127.0.0.1:8000"
 SEEN_IDS = 100_000
 
 
@@ -114,6 +122,14 @@ class EventProcessor:
         self.seen = RecentIds(seen_capacity)
         self.books: dict[tuple[str, str, str], LocalBook] = {}  # (event_type, category, topic)
         self.counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
+        self.invalidated: set[str] = set()  # topics after book_invalid: the gateway sends their snapshot itself
+        self.asked: set[str] = set()  # topics we asked a snapshot for and have not had one since
+        self.snapshot_wanted: set[str] = set()  # topics to ask the gateway a snapshot for (drained by the I/O)
+
+    def _broken(self, topic: str) -> None:
+        if topic not in self.invalidated and topic not in self.asked:
+            self.asked.add(topic)
+            self.snapshot_wanted.add(topic)
 
     def process(self, body: bytes) -> Outcome:
         """Handle one message body. Raises `msgspec.DecodeError` for a body that is not an event."""
@@ -124,6 +140,7 @@ class EventProcessor:
             invalid = convert_payload(BookInvalid, event.payload)
             for event_type in ("orderbook", "orderbook_top"):
                 self.books.pop((event_type, event.category, event.topic), None)
+            self.invalidated.add(event.topic)
             log.warning("book invalid: topic=%s cause=%s u=%s", event.topic, invalid.cause, invalid.update_id)
             outcome = Outcome.BOOK_RESET
         elif event.event_type in ("orderbook", "orderbook_top"):
@@ -142,11 +159,15 @@ class EventProcessor:
             return Outcome.STALE
         if update.type == "snapshot":
             book = self.books[key] = LocalBook(update_id=update.update_id)
+            self.invalidated.discard(key[2])
+            self.asked.discard(key[2])
         elif book is None:
+            self._broken(key[2])  # we restarted, or our queue dropped the snapshot: ask (once) for one
             return Outcome.WAITING_FOR_SNAPSHOT
         elif update.update_id != book.update_id + 1:
             del self.books[key]
             log.error("book gap: topic=%s expected u=%d got u=%d", key[2], book.update_id + 1, update.update_id)
+            self._broken(key[2])
             return Outcome.GAP
         book.apply(update)
         ours = book.checksum(update.checksum_levels)
@@ -155,11 +176,41 @@ class EventProcessor:
             log.error(
                 "checksum mismatch: topic=%s u=%d ours=%d theirs=%d", key[2], update.update_id, ours, update.checksum
             )
+            self._broken(key[2])
             return Outcome.CHECKSUM_MISMATCH
         return Outcome.APPLIED
 
 
-async def consume(url: str, queue_name: str, processor: EventProcessor, stop: asyncio.Event) -> None:
+class SnapshotClient:
+    """Asks the control API to re-send a topic's state to this service's queue (POST .../snapshot)."""
+
+    def __init__(self, api: httpx.AsyncClient, service: str, channel: ChannelType) -> None:
+        self._api = api  # base_url is the control API, headers carry X-API-Key
+        self._service = service
+        self._channel = channel
+        self.requested: list[str] = []
+
+    async def request(self, topic: str) -> bool:
+        """True if the gateway accepted (202); the snapshot then arrives in our queue before the next delta."""
+        params = {"requesting_service": self._service, "channel_type": self._channel.value, "is_active": "true"}
+        listed = (await self._api.get("/api/v1/subscriptions", params=params)).json()
+        ids = [item["id"] for item in listed["items"] if item["topic"] == topic]
+        if not ids:
+            log.error("no live subscription for %s: cannot ask for a snapshot", topic)
+            return False
+        response = await self._api.post(f"/api/v1/subscriptions/{ids[0]}/snapshot")
+        self.requested.append(topic)
+        log.info("asked for a snapshot: topic=%s status=%d", topic, response.status_code)
+        return response.status_code == 202
+
+
+async def consume(
+    url: str,
+    queue_name: str,
+    processor: EventProcessor,
+    stop: asyncio.Event,
+    snapshots: SnapshotClient | None = None,
+) -> None:
     """Consume `queue_name` into `processor` until `stop` is set; acks each message after processing it."""
 
     async def on_message(message: AbstractIncomingMessage) -> None:
@@ -172,6 +223,15 @@ async def consume(url: str, queue_name: str, processor: EventProcessor, stop: as
         await message.ack()
         if outcome is not Outcome.APPLIED:
             log.info("event %s: %s", message.message_id, outcome.value)
+        while snapshots is not None and processor.snapshot_wanted:
+            topic = processor.snapshot_wanted.pop()
+            try:
+                accepted = await snapshots.request(topic)
+            except httpx.HTTPError:
+                log.exception("snapshot request failed: topic=%s", topic)
+                accepted = False
+            if not accepted:
+                processor.asked.discard(topic)  # ask again at the next broken event
 
     connection = await aio_pika.connect_robust(url)
     async with connection:
@@ -190,6 +250,8 @@ def main() -> None:
     parser.add_argument("--service", required=True, help="the requesting_service you subscribed as")
     parser.add_argument("--channel", required=True, choices=[c.value for c in ChannelType])
     parser.add_argument("--url", default=DEFAULT_URL, help=f"RabbitMQ URL (default {DEFAULT_URL})")
+    parser.add_argument("--api", default=DEFAULT_API, help=f"control API base URL (default {DEFAULT_API})")
+    parser.add_argument("--api-key", default=None, help="an API key that may write (for snapshot requests)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
@@ -198,7 +260,11 @@ def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await consume(args.url, service_queue(args.service, ChannelType(args.channel)), EventProcessor(), stop)
+        channel = ChannelType(args.channel)
+        headers = {"X-API-Key": args.api_key} if args.api_key else {}
+        async with httpx.AsyncClient(base_url=args.api, headers=headers, timeout=10) as api:
+            snapshots = SnapshotClient(api, args.service, channel)
+            await consume(args.url, service_queue(args.service, channel), EventProcessor(), stop, snapshots)
 
     asyncio.run(run())
 

@@ -54,6 +54,9 @@ class Subscription(msgspec.Struct, frozen=True, kw_only=True):
     cancelled_at: datetime | None
     last_event_at: datetime | None
     last_error: str | None
+    # Set while the acknowledged topic has delivered nothing past its channel's threshold (README, "Stale
+    # topics"); None while data flows, and always for private channels, where silence is normal.
+    stale_since: datetime | None = None
 
 
 class SubscriptionPage(msgspec.Struct, frozen=True, kw_only=True):

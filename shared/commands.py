@@ -54,7 +54,23 @@ class ResyncRequested(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind
     schema_version: int = SCHEMA_VERSION
 
 
-Command = SubscriptionsChanged | ResyncRequested
+class SnapshotRequested(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind", tag="snapshot_requested"):
+    """Publish one subscription's current state to its service's queue only (POST .../snapshot).
+
+    Every worker receives it; the one that streams `topic` answers, the others ignore it.
+    """
+
+    subscription_id: uuid.UUID
+    requesting_service: str
+    channel_type: ChannelType
+    endpoint: Endpoint
+    topic: str
+    trace_id: str
+    created_at_ms: int
+    schema_version: int = SCHEMA_VERSION
+
+
+Command = SubscriptionsChanged | ResyncRequested | SnapshotRequested
 
 COMMAND_DECODER = msgspec.json.Decoder(Command)
 COMMAND_ENCODER = msgspec.json.Encoder()

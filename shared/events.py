@@ -26,7 +26,9 @@ class EventEnvelope(msgspec.Struct, frozen=True, kw_only=True):
     published_ts: int  # when it was handed to RabbitMQ, UTC epoch ms
     trace_id: str
     payload: Any
-    snapshot: bool = False  # true for state fetched over REST rather than pushed
+    # True for state sent as a whole rather than pushed: a REST re-sync, or a snapshot for one queue that joined
+    # late or asked (README, "Joining late, and asking again").
+    snapshot: bool = False
     schema_version: int = EVENT_SCHEMA_VERSION
 
 

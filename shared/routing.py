@@ -11,6 +11,10 @@ from shared.topics import TopicSpec
 EVENTS_EXCHANGE = "ws-gateway.events"  # topic exchange: normalized Bybit events
 COMMANDS_EXCHANGE = "ws-gateway.commands"  # topic exchange: change notices from the API to workers
 CHANGE_NOTICE_ROUTING_KEY = "subscriptions.changed"
+SNAPSHOT_REQUEST_ROUTING_KEY = "subscriptions.snapshot"
+# Join and requested snapshots go to one queue only: through the default exchange, whose routing key is a
+# queue name, so no other service bound to the topic sees them.
+DIRECT_EXCHANGE = ""
 
 ACCOUNT_CHANNELS = PRIVATE_CHANNELS  # quorum queues, never dropped
 

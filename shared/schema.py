@@ -131,6 +131,8 @@ class SubscriptionRow(Base):
     cancelled_at: Mapped[datetime | None]
     last_event_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Set by the worker while the acknowledged topic delivers nothing past its channel's threshold.
+    stale_since: Mapped[datetime | None]
 
 
 class DesiredStateRow(Base):

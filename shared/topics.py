@@ -205,3 +205,16 @@ def _private_topic(
 def _check_symbol(symbol: str, pattern: re.Pattern[str], hint: str | None = None) -> None:
     if not pattern.fullmatch(symbol):
         raise TopicError("symbol", f"'{symbol}' is not a Bybit symbol" + (f": {hint}" if hint else ""))
+
+
+def bybit_topic(endpoint: Endpoint, topic: str) -> str:
+    """The topic the worker subscribes on Bybit for a subscription's topic.
+
+    A categorised private topic (`order.linear`) is served by its all-in-one form (`order`): Bybit says the
+    two forms "cannot be in the same subscription request", and holding both for two services would push
+    each update twice or fail one of them (AUDIT B7). The all-in-one form carries every category; each event
+    is routed by its own `category`, so a service bound to `order.linear` gets exactly its share, once.
+    """
+    if endpoint is Endpoint.PRIVATE:
+        return topic.partition(".")[0]
+    return topic

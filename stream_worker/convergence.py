@@ -14,14 +14,16 @@ from collections.abc import Callable, Mapping
 
 from loguru import logger
 
-from shared.commands import Command, ResyncRequested, SubscriptionsChanged
+from shared.commands import Command, ResyncRequested, SnapshotRequested, SubscriptionsChanged
 from shared.enums import Endpoint, SubscriptionStatus
+from shared.topics import bybit_topic
 from stream_worker.broker.publisher import Publisher
 from stream_worker.cluster.ownership import Cluster
 from stream_worker.envelopes.market import MarketState
 from stream_worker.errors import WorkerError
 from stream_worker.exchange.connection import Connection
 from stream_worker.op_traces import OpTraces
+from stream_worker.snapshots import SnapshotRequest, Snapshots
 from stream_worker.state.desired import Binding, DesiredSet
 from stream_worker.state.persistence import DATABASE_ERRORS, StateWriter, Store
 from stream_worker.state.reconciler import plan
@@ -40,6 +42,7 @@ class Convergence:
         markets: Mapping[Endpoint, MarketState],
         cluster: Callable[[], Cluster],
         op_traces: OpTraces,
+        snapshots: Snapshots,
         reconcile_interval: float,
     ) -> None:
         self.desired = DesiredSet()
@@ -52,6 +55,7 @@ class Convergence:
         self._markets = markets
         self._cluster = cluster  # built after us: it asks us nothing, we ask it who owns what
         self._op_traces = op_traces
+        self._snapshots = snapshots
         self._reconcile_interval = reconcile_interval
         self._lock = asyncio.Lock()
         self._reload_requested = asyncio.Event()
@@ -112,6 +116,17 @@ class Convergence:
                 await self.reload()
             case ResyncRequested():
                 await self.reload()
+            case SnapshotRequested():
+                self._snapshots.request(
+                    SnapshotRequest(
+                        service=command.requesting_service,
+                        channel_type=command.channel_type,
+                        endpoint=command.endpoint,
+                        topic=command.topic,
+                        trace_id=command.trace_id,
+                        reason="requested",
+                    )
+                )
 
     # -- applying a plan ----------------------------------------------------------------------------------
 
@@ -120,12 +135,17 @@ class Convergence:
 
         `trace_id` is the change notice's: the ops it causes, and their acks, are logged under it.
         """
-        topics = self.desired.topics()
+        topics = self.desired.bybit_topics()
+        private = self._connections.get(Endpoint.PRIVATE)
         steps = plan(
             desired_bindings=self.desired.bindings(),
             bound=self.bound,
             owned=self._cluster().claim(topics),  # no worker subscribes a topic it does not own
             wanted={endpoint: c.protocol.wanted for endpoint, c in self._connections.items()},
+            binding_topics=self.desired.binding_topics(),
+            # Bybit gives a private topic no initial state on subscribe; while the socket is down, the re-sync
+            # after its (re)auth fetches everything for everyone anyway.
+            silent_on_subscribe=(Endpoint.PRIVATE,) if private is not None and private.protocol.authenticated else (),
         )
         for binding in steps.bind:
             try:
@@ -138,12 +158,27 @@ class Convergence:
             for topic in added:
                 self._op_traces.log(endpoint, topic, trace_id).info("subscribe requested")
                 self._connections[endpoint].want(topic)
+        # After the binds (the queue exists and is bound: the snapshot lands before its next delta) and after the
+        # subscribes (a private topic added now is already wanted; its snapshot waits for the ack).
+        for step in steps.snapshot:
+            if step.binding in self.bound:
+                self._snapshots.request(
+                    SnapshotRequest(
+                        service=step.binding.service,
+                        channel_type=step.binding.channel_type,
+                        endpoint=step.endpoint,
+                        topic=step.topic,
+                        trace_id=trace_id or "join",
+                        reason="join",
+                    )
+                )
         for endpoint, removed in steps.unsubscribe.items():
             for topic in removed:
                 self._op_traces.log(endpoint, topic, trace_id).info("unsubscribe requested")
                 self._connections[endpoint].unwant(topic)
             if endpoint in self._markets:
                 self._markets[endpoint].forget(removed)
+            self._snapshots.forget(endpoint, removed)
         for binding in steps.unbind:
             try:
                 await self._publisher.unbind(binding.service, binding.channel_type, binding.key)
@@ -151,14 +186,15 @@ class Convergence:
                 logger.bind(service=binding.service, key=binding.key, error=str(error)).warning("cannot unbind queue")
                 continue
             self.bound.discard(binding)
-        self._write_known_statuses(topics)
+        self._write_known_statuses(self.desired.topics())
 
     # -- subscription statuses ----------------------------------------------------------------------------
 
     def settled(self, endpoint: Endpoint, topic: str, status: SubscriptionStatus, reason: str | None = None) -> None:
-        """Bybit answered for a topic: every live row that wants it takes the status."""
-        self._state.set_status(endpoint, topic, status, reason)
-        self._statuses_written[(endpoint, topic)] = frozenset(self.desired.subscription_ids(endpoint, topic))
+        """Bybit answered for a topic: every live row it serves (`order` serves `order.linear`) takes the status."""
+        for served in self.desired.served_by(endpoint, topic) | {topic}:
+            self._state.set_status(endpoint, served, status, reason)
+            self._statuses_written[(endpoint, served)] = frozenset(self.desired.subscription_ids(endpoint, served))
 
     def _write_known_statuses(self, topics: dict[Endpoint, set[str]]) -> None:
         """Give rows created for an already settled topic (acked, rejected, or unservable) their status."""
@@ -168,12 +204,13 @@ class Convergence:
                 ids = frozenset(self.desired.subscription_ids(endpoint, topic))
                 if self._statuses_written.get((endpoint, topic)) == ids:
                     continue
+                upstream = bybit_topic(endpoint, topic)
                 if connection is None:
                     if self._cluster().private_served_elsewhere:
                         continue  # a worker with keys serves it: its acks write the status
                     self.settled(endpoint, topic, SubscriptionStatus.FAILED, NO_KEYS)
-                elif topic in connection.protocol.subscribed:
+                elif upstream in connection.protocol.subscribed:
                     self.settled(endpoint, topic, SubscriptionStatus.ACTIVE)
-                elif topic in connection.protocol.failed:
-                    self.settled(endpoint, topic, SubscriptionStatus.FAILED, connection.protocol.failed[topic])
+                elif upstream in connection.protocol.failed:
+                    self.settled(endpoint, topic, SubscriptionStatus.FAILED, connection.protocol.failed[upstream])
                 # else still pending: its ack will write the status

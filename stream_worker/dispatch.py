@@ -34,8 +34,12 @@ from stream_worker.envelopes.normalize import Normalizer, PayloadError
 from stream_worker.exchange.account_sync import AccountSync
 from stream_worker.exchange.connection import Connection
 from stream_worker.op_traces import OpTraces
+from stream_worker.silence import CHANNEL_OF_ROOT, SilenceWatch
+from stream_worker.snapshots import KLINE_PREFIX, Snapshots
 from stream_worker.state.balances import BalanceWriter
 from stream_worker.state.persistence import StateWriter
+
+PUBLIC_ROOTS = frozenset(CHANNEL_OF_ROOT)
 
 
 class TraceIds:
@@ -63,6 +67,8 @@ class Dispatcher:
         op_traces: OpTraces,
         trace_id: Callable[[], str],
         account_sync: Callable[[], AccountSync | None],
+        snapshots: Snapshots,
+        silence: SilenceWatch,
         wall: Callable[[], float] = time.time,
         book_top_interval: float = 1.0,
     ) -> None:
@@ -78,6 +84,8 @@ class Dispatcher:
         self._op_traces = op_traces
         self._trace_id = trace_id
         self._account_sync = account_sync
+        self._snapshots = snapshots
+        self.silence = silence
         self._wall = wall
         self._book_top_interval = book_top_interval
         self._logged_kinds: set[str] = set()
@@ -91,6 +99,11 @@ class Dispatcher:
             case Subscribed(topic=topic):
                 self._op_traces.log(endpoint, topic).info("subscribe acked")
                 self._convergence.settled(endpoint, topic, SubscriptionStatus.ACTIVE)
+                if endpoint is not Endpoint.PRIVATE:
+                    key = (endpoint, topic)
+                    self.silence.acked(key, time.monotonic())
+                    if key not in self.silence.stale:  # rows a previous silence (or process) left stale
+                        self._state.set_stale(endpoint, topic, None)
             case SubscribeRejected(topic=topic, reason=reason, conn_id=conn_id):
                 log = self._op_traces.log(endpoint, topic).bind(reason=reason, conn_id=conn_id)
                 log.warning("bybit rejected a topic")
@@ -137,7 +150,21 @@ class Dispatcher:
                     self._publish_market(endpoint, MarketResult(resubscribe=market.overdue(now)))
             if now >= next_overdue_check:
                 next_overdue_check = now + 1.0
+                self._report_silent(now, received_ms)
             await asyncio.sleep(interval)
+
+    def _report_silent(self, now: float, received_ms: int) -> None:
+        """Acknowledged topics that stopped pushing: report them stale and resubscribe each once."""
+        subscribed: dict[Endpoint, frozenset[str]] = {
+            e: c.protocol.subscribed for e, c in self._connections.items() if e is not Endpoint.PRIVATE
+        }
+        for endpoint, topic in self.silence.check(subscribed, now):
+            self.counters["stale:detected"] += 1
+            self._state.set_stale(endpoint, topic, received_ms)
+            logger.bind(endpoint=endpoint.value, topic=topic, threshold_s=self.silence.threshold(topic)).warning(
+                "acknowledged topic is silent: reported stale, resubscribing once"
+            )
+            self._connections[endpoint].resubscribe(topic)
 
     def _publish_market(self, endpoint: Endpoint, result: MarketResult) -> None:
         for item in result.events:
@@ -150,6 +177,17 @@ class Dispatcher:
 
     async def _on_push(self, endpoint: Endpoint, push: Push) -> None:
         self.received[(endpoint, push.topic.partition(".")[0])] += 1
+        if endpoint is not Endpoint.PRIVATE:
+            topic = push.topic
+            if not self._connections[endpoint].protocol.is_wanted(topic) and topic[: topic.find(".")] in PUBLIC_ROOTS:
+                # In flight when we unsubscribed (books push every 10-20 ms): nobody wants it, and letting it in
+                # would rebuild the topic's state, say book_invalid and ask to resubscribe (AUDIT C1). A topic we do
+                # not know at all goes on to the normalizer, which counts it as unknown.
+                self.counters["dropped:unwanted"] += 1
+                return
+            if self.silence.heard((endpoint, push.topic), push.received_at):
+                self._state.set_stale(endpoint, push.topic, None)
+                logger.bind(endpoint=endpoint.value, topic=push.topic).info("silent topic delivers again: active")
         received_ms = int(self._wall() * 1000)
         trace_id = self._trace_id()
         market = self._markets.get(endpoint)
@@ -165,6 +203,8 @@ class Dispatcher:
         except PayloadError as error:
             self._count_once(f"payload:{error.kind}", endpoint)
             return
+        if normalized.events and push.topic.startswith(KLINE_PREFIX):
+            self._snapshots.remember_kline(endpoint, push.topic, normalized.events[-1])
         for item in normalized.events:
             if item.account:
                 await self._publisher.put_account(item)

@@ -112,6 +112,10 @@ class MetricsSource(Protocol):
     @property
     def counters(self) -> Counter[str]: ...
     @property
+    def stale_topics(self) -> Mapping[tuple[Endpoint, str], float]: ...
+    @property
+    def snapshot_counters(self) -> Counter[str]: ...
+    @property
     def health(self) -> HealthSource: ...
 
 
@@ -336,6 +340,30 @@ class WorkerCollector(Collector):
         yield invalid
         yield malformed
         yield gaps_ignored
+        stale = GaugeMetricFamily(
+            f"{PREFIX}_stale_topics",
+            "Acknowledged public topics with no push for longer than their channel's threshold",
+            labels=["socket"],
+        )
+        by_socket = Counter(endpoint.value for endpoint, _ in self._worker.stale_topics)
+        for endpoint in self._worker.markets:
+            stale.add_metric([endpoint.value], by_socket.get(endpoint.value, 0))
+        yield stale
+        yield CounterMetricFamily(
+            f"{PREFIX}_stale_detections",
+            "Times a topic went silent and was resubscribed once",
+            value=self._worker.counters.get("stale:detected", 0),
+        )
+        snapshots = CounterMetricFamily(
+            f"{PREFIX}_snapshots_sent",
+            "Snapshots sent to one queue: on join, or on request (POST .../snapshot), by class",
+            labels=["reason", "class"],
+        )
+        for key, count in sorted(self._worker.snapshot_counters.items()):
+            parts = key.split(":")  # snapshot:{reason}:{class}
+            if len(parts) == 3 and parts[1] in ("join", "requested"):
+                snapshots.add_metric([parts[1], parts[2]], count)
+        yield snapshots
 
 
 def worker_registry(worker: MetricsSource, tally: PublishTally) -> CollectorRegistry:

@@ -27,6 +27,15 @@ BYBIT_HOSTS: Mapping[str, tuple[str, str, str]] = {
 }
 
 
+STALE_AFTER_DEFAULTS: Mapping[str, float] = {
+    "orderbook": 30.0,
+    "ticker": 30.0,
+    "kline": 90.0,
+    "trades": 0.0,
+    "liquidation": 0.0,
+}
+
+
 class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str = DEFAULT_DATABASE_URL
     rabbitmq_url: str = DEFAULT_RABBITMQ_URL
@@ -53,6 +62,10 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     book_top_levels: int = 25
     book_checksum_levels: int = 25
     snapshot_timeout: float = 5.0  # an invalid book with no fresh snapshot after this long is resubscribed again
+    # Seconds an acknowledged public topic may deliver nothing before it is reported stale and resubscribed once
+    # (0: never). Bybit pushes a liquid book every 10-100 ms and a ticker every 50-100 ms on change; a kline
+    # "1-60s". Trades and liquidations happen when they happen, so silence proves nothing there by default.
+    stale_after: dict[str, float] = msgspec.field(default_factory=lambda: dict(STALE_AFTER_DEFAULTS))
     # A delta whose `u` is not the last + 1 is a gap (resync). Bybit documents that rule only for orderbook.full;
     # off, a jump is applied and counted (`gap_ignored`): the fallback PROTOCOL.md §7.3 asks for (AUDIT C6).
     book_gap_check: bool = True
@@ -146,6 +159,10 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
                 "WS_GATEWAY_BOOK_CHECKSUM_LEVELS", d.book_checksum_levels, minimum=1, maximum=1000
             ),
             snapshot_timeout=env.number("WS_GATEWAY_SNAPSHOT_TIMEOUT", d.snapshot_timeout, minimum=0.1, maximum=300),
+            stale_after={
+                channel: env.number(f"WS_GATEWAY_STALE_AFTER_{channel.upper()}", default, minimum=0, maximum=86_400)
+                for channel, default in STALE_AFTER_DEFAULTS.items()
+            },
             book_gap_check=env.flag("WS_GATEWAY_BOOK_GAP_CHECK", d.book_gap_check),
             market_queue_max_length=env.integer(
                 "WS_GATEWAY_MARKET_QUEUE_MAX_LENGTH", d.market_queue_max_length, minimum=1, maximum=100_000_000

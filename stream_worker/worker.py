@@ -16,7 +16,7 @@ import contextlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from loguru import logger
@@ -41,6 +41,8 @@ from stream_worker.health import Health, write_heartbeats
 from stream_worker.metrics import PublishTally, serve_metrics, worker_registry
 from stream_worker.op_traces import OpTraces
 from stream_worker.settings import WorkerSettings
+from stream_worker.silence import SilenceWatch
+from stream_worker.snapshots import Snapshots
 from stream_worker.state.balances import BalanceWriter
 from stream_worker.state.desired import DesiredSet
 from stream_worker.state.persistence import StateWriter, Store
@@ -96,16 +98,21 @@ class Worker:
 
         self.rest: BybitRest | None = None
         self.account_sync: AccountSync | None = None
+        resync: AccountResync | None = None
         if credentials is not None:
             self.rest = BybitRest(settings.rest_url, credentials)
+            resync = AccountResync(self.rest)
             self.account_sync = AccountSync(
-                AccountResync(self.rest),
+                resync,
                 protocols[Endpoint.PRIVATE],
                 put_account=publisher.put_account,
                 balances=self.balances,
                 wall=wall,
                 trace_id=trace_id,
             )
+        self.snapshots = Snapshots(
+            markets=self.markets, connections=self.connections, publisher=publisher, resync=resync, wall=wall
+        )
         self.convergence = Convergence(
             store=store,
             state=self.state,
@@ -114,6 +121,7 @@ class Worker:
             markets=self.markets,
             cluster=lambda: self.cluster,
             op_traces=op_traces,
+            snapshots=self.snapshots,
             reconcile_interval=settings.reconcile_interval,
         )
         self.dispatcher = Dispatcher(
@@ -127,6 +135,8 @@ class Worker:
             op_traces=op_traces,
             trace_id=trace_id,
             account_sync=lambda: self.account_sync,
+            snapshots=self.snapshots,
+            silence=SilenceWatch(settings.stale_after),
             wall=wall,
             book_top_interval=settings.book_top_interval,
         )
@@ -208,6 +218,14 @@ class Worker:
     def received(self) -> Counter[tuple[Endpoint, str]]:
         return self.dispatcher.received
 
+    @property
+    def stale_topics(self) -> Mapping[tuple[Endpoint, str], float]:
+        return self.dispatcher.silence.stale
+
+    @property
+    def snapshot_counters(self) -> Counter[str]:
+        return self.snapshots.counters
+
     async def reload(self) -> None:
         await self.convergence.reload()
 
@@ -229,6 +247,7 @@ class Worker:
                     heartbeats = write_heartbeats(self.store, self.worker_id, self.health.report)
                     inputs.create_task(heartbeats, name="heartbeat")
                     inputs.create_task(self.dispatcher.run_market_timers(), name="market-timers")
+                    inputs.create_task(self.snapshots.run(), name="snapshots")
                     if self.account_sync is not None:
                         inputs.create_task(self.account_sync.run(), name="account-resync")
                     for endpoint, connection in self.connections.items():

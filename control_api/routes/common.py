@@ -33,6 +33,7 @@ def error_responses(*codes: int) -> dict[int, ResponseSpec]:
         401: "The X-API-Key header is missing or wrong.",
         403: "The key's scope does not cover this service or route (see README, Security).",
         404: "No such resource.",
+        409: "The resource is not in a state that allows this (e.g. a snapshot of a subscription not yet live).",
         429: "Too many writes for this API key; retry after the Retry-After header's seconds.",
         503: "PostgreSQL is unreachable or did not answer in time.",
     }

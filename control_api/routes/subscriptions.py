@@ -12,13 +12,13 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
-from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 from sqlalchemy import Select, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from control_api.audit import AuditAction, Caller, audited
-from control_api.errors import BadRequest, NotFound
-from control_api.notices import record_change
+from control_api.errors import BadRequest, Conflict, NotFound
+from control_api.notices import record_change, record_snapshot_request
 from control_api.routes.common import MAX_OFFSET, MAX_PAGE, Db, Relay, error_responses, paginate, trace_id_of
 from shared.api import CancelledCount, ServiceName, Subscription, SubscriptionCreate, SubscriptionPage
 from shared.commands import ChangeAction, SubscriptionChange
@@ -44,6 +44,7 @@ def subscription_from_row(row: SubscriptionRow) -> Subscription:
         cancelled_at=row.cancelled_at,
         last_event_at=row.last_event_at,
         last_error=row.last_error,
+        stale_since=row.stale_since,
     )
 
 
@@ -197,6 +198,35 @@ class SubscriptionController(Controller):
             raise NotFound(f"no subscription {subscription_id}")
         access.scope.require_read(row.requesting_service)
         return subscription_from_row(row)
+
+    @post(
+        "/{subscription_id:uuid}/snapshot",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Send a subscription's current state to its service's queue",
+        description=(
+            "202 with the subscription: the worker streaming its topic publishes the current state (a whole "
+            "order book, the merged ticker, the open candle, or open orders / positions / wallet over REST) to "
+            "this service's queue only, flagged `snapshot: true`, before that queue's next delta. Call it when "
+            "your copy broke (a `u` gap, a checksum mismatch, a restart). 409 while the subscription is not live. "
+            "The key must be allowed to write the subscription's service."
+        ),
+        responses=error_responses(400, 401, 403, 404, 409, 429, 503),
+        opt=audited(AuditAction.SNAPSHOT),
+    )
+    async def snapshot(
+        self, request: Request[Any, Any, Any], subscription_id: FromPath[uuid.UUID], access: Caller, relay: Relay
+    ) -> Response[Subscription]:
+        async with access.write(subscription_id=subscription_id) as write:  # 404, then 403 before anything else
+            row = write.row
+            if not row.is_active or row.status != SubscriptionStatus.ACTIVE.value:
+                raise Conflict(
+                    f"subscription {subscription_id} is {row.status}: only an active subscription has state to send",
+                    {"status": row.status},
+                )
+            await record_snapshot_request(write.session, row, trace_id_of(request))
+            write.done("requested", HTTP_202_ACCEPTED)
+        relay.wake()
+        return Response(subscription_from_row(row), status_code=HTTP_202_ACCEPTED)
 
     @delete(
         "/{subscription_id:uuid}",

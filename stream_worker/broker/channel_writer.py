@@ -26,6 +26,7 @@ from importlib.metadata import version
 import aiormq
 from aiormq.abc import ChannelFrame
 
+from shared.routing import DIRECT_EXCHANGE
 from stream_worker.broker.amqp_frames import PublishFrames
 from stream_worker.broker.confirms import Confirmation
 
@@ -42,14 +43,23 @@ class ChannelWriter:
         self._channel = channel
         frame_max = channel.connection.connection_tune.frame_max or 131_072  # 0 means "no limit" in AMQP
         self.frames = PublishFrames(channel.number, exchange, content_type, frame_max)
+        self.direct_frames = PublishFrames(channel.number, DIRECT_EXCHANGE, content_type, frame_max)
         self._pending: list[bytes] = []
 
     def add(
-        self, routing_key: str, body: bytes, *, message_id: str, trace_id: str, timestamp: int, delivery_mode: int
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str,
+        trace_id: str,
+        timestamp: int,
+        delivery_mode: int,
+        direct: bool = False,
     ) -> None:
         """Encode one publish for the next flush; raises FrameError (nothing added) if AMQP cannot carry it."""
         self._pending.append(
-            self.frames.encode(
+            (self.direct_frames if direct else self.frames).encode(
                 routing_key,
                 body,
                 message_id=message_id,

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import aiormq
 from pamqp.commands import Basic
 
+from shared.routing import DIRECT_EXCHANGE
 from stream_worker.broker.amqp_frames import FrameError
 from stream_worker.broker.confirms import Confirmation
 
@@ -31,10 +32,18 @@ class PublicWriter:
         self._channel = channel
         self._exchange = exchange
         self._content_type = content_type
-        self._pending: list[tuple[str, bytes, Basic.Properties]] = []
+        self._pending: list[tuple[str, str, bytes, Basic.Properties]] = []
 
     def add(
-        self, routing_key: str, body: bytes, *, message_id: str, trace_id: str, timestamp: int, delivery_mode: int
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str,
+        trace_id: str,
+        timestamp: int,
+        delivery_mode: int,
+        direct: bool = False,
     ) -> None:
         for value, what in ((message_id, "message_id"), (routing_key, "the routing key")):
             if len(value.encode()) > _SHORT_STRING:
@@ -46,24 +55,23 @@ class PublicWriter:
             message_id=message_id,
             timestamp=datetime.fromtimestamp(timestamp, tz=UTC),
         )
-        self._pending.append((routing_key, body, properties))
+        self._pending.append((DIRECT_EXCHANGE if direct else self._exchange, routing_key, body, properties))
 
     def __len__(self) -> int:
         return len(self._pending)
 
     async def flush(self, *, drain: bool) -> None:
         pending, self._pending = self._pending, []
-        channel, exchange, last = self._channel, self._exchange, len(pending) - 1
-        for n, (routing_key, body, properties) in enumerate(pending):
+        channel, last = self._channel, len(pending) - 1
+        for n, (exchange, routing_key, body, properties) in enumerate(pending):
             await channel.basic_publish(
                 body, exchange=exchange, routing_key=routing_key, properties=properties, wait=drain and n == last
             )
 
     async def flush_confirmed(self) -> list[Confirmation]:
         pending, self._pending = self._pending, []
-        channel, exchange = self._channel, self._exchange
-        publish = channel.basic_publish
+        publish = self._channel.basic_publish
         return [
             asyncio.ensure_future(publish(body, exchange=exchange, routing_key=key, properties=properties, wait=False))
-            for key, body, properties in pending
+            for exchange, key, body, properties in pending
         ]

@@ -20,12 +20,22 @@ TRANSIENT, PERSISTENT = 1, 2
 
 
 class Writer(Protocol):
-    """What the pumps publish through: `ChannelWriter` (fast path) or `PublicWriter` (aiormq's public API)."""
+    """What the pumps publish through: `ChannelWriter` (fast path) or `PublicWriter` (aiormq's public API).
+
+    `direct`: `routing_key` is a queue's name, published through the default exchange (one queue's snapshot)."""
 
     path: str
 
     def add(
-        self, routing_key: str, body: bytes, *, message_id: str, trace_id: str, timestamp: int, delivery_mode: int
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str,
+        trace_id: str,
+        timestamp: int,
+        delivery_mode: int,
+        direct: bool = False,
     ) -> None: ...
 
     def __len__(self) -> int: ...
@@ -55,6 +65,7 @@ class Stamper:
                 trace_id=envelope.trace_id,
                 timestamp=int(now),  # AMQP timestamps are whole seconds
                 delivery_mode=delivery_mode,
+                direct=item.direct,
             )
         except (msgspec.EncodeError, TypeError, ValueError) as error:  # FrameError is a ValueError
             self.unencodable += 1

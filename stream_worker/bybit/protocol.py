@@ -148,6 +148,10 @@ class BybitProtocol:
     def wanted(self) -> frozenset[str]:
         return frozenset(self._wanted)
 
+    def is_wanted(self, topic: str) -> bool:
+        """`topic in wanted` without copying the set: asked for every push."""
+        return topic in self._wanted
+
     @property
     def subscribed(self) -> frozenset[str]:
         return frozenset(self._subscribed)

@@ -42,6 +42,7 @@ from stream_worker.envelopes.outgoing import Outgoing
 
 BOOK_PREFIX = "orderbook."
 TICKER_PREFIX = "tickers."
+_ALL_LEVELS = 1 << 30  # `OrderBook.top` of this many is the whole book
 _PUSH_TYPES = ("snapshot", "delta")
 
 
@@ -332,6 +333,68 @@ class MarketState:
             payload=payload,
         )
         return Outgoing(envelope, channel, routing_key, False)
+
+    # -- snapshots for one queue ---------------------------------------------------------------------------
+
+    def snapshot_of(self, topic: str, *, queue: str, received_ms: int, trace_id: str, nonce: int) -> Outgoing | None:
+        """The current state of a book or ticker as one `snapshot: true` event for `queue` only; None if there is
+        no valid state to give (the topic's next Bybit snapshot will reach that queue anyway).
+
+        A book snapshot carries the `u`, `seq` and checksum of the last event published for the book, so the
+        queue's next delta (published after this) is `u + 1`. Its event id is the snapshot's id at that `u`
+        plus a nonce: a consumer that asked twice at the same `u` must not drop the second as a duplicate.
+        """
+        slot = self._books.get(topic)
+        if slot is not None:
+            book = slot.book
+            if not book.is_valid or self._book_output is BookOutput.TOP:
+                return None
+            bids, asks = book.top(_ALL_LEVELS)
+            payload = BookUpdate(
+                type="snapshot",
+                ts=book.last_ts,
+                cts=book.last_cts,
+                symbol=slot.symbol,
+                bids=bids,
+                asks=asks,
+                update_id=book.last_update_id or 0,
+                seq=book.last_seq,
+                checksum=book.checksum(self._checksum_levels),
+                checksum_levels=self._checksum_levels,
+            )
+            event_id = f"{book_event_id(self._category, topic, payload.update_id, 'snapshot')}:snapshot:{nonce}"
+            event = self._event(
+                ChannelType.ORDERBOOK,
+                queue,
+                event_id=event_id,
+                event_type=ChannelType.ORDERBOOK.value,
+                symbol=slot.symbol,
+                topic=topic,
+                exchange_ts=book.last_cts if book.last_cts is not None else book.last_ts,
+                received_ms=received_ms,
+                trace_id=trace_id,
+                payload=payload,
+            )
+        elif (ticker_slot := self._tickers.get(topic)) is not None and ticker_slot.cache.ticker is not None:
+            cache = ticker_slot.cache
+            ticker = dict(cache.ticker or {})
+            payload_map = {"type": "snapshot", "ts": cache.ts, "cs": cache.cs, "changed": sorted(ticker), **ticker}
+            event = self._event(
+                ChannelType.TICKER,
+                queue,
+                event_id=f"ticker:{self._category}:{topic}:{cache.cs}:{cache.ts}:snapshot:{nonce}",
+                event_type=ChannelType.TICKER.value,
+                symbol=ticker_slot.symbol,
+                topic=topic,
+                exchange_ts=cache.ts,
+                received_ms=received_ms,
+                trace_id=trace_id,
+                payload=payload_map,
+            )
+        else:
+            return None
+        envelope = msgspec.structs.replace(event.envelope, snapshot=True)
+        return Outgoing(envelope, event.channel_type, queue, False, direct=True)
 
     # -- socket lifecycle and timers -----------------------------------------------------------------------
 

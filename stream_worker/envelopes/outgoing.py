@@ -19,3 +19,6 @@ class Outgoing(msgspec.Struct, frozen=True, gc=False):
     channel_type: ChannelType
     routing_key: str
     account: bool  # order/execution/position/balance: persistent, confirmed, retried until confirmed
+    # True: `routing_key` is one service queue's name and the event goes there only, through the default
+    # exchange (join and requested snapshots); on the same channel as that queue's deltas, so in order.
+    direct: bool = False

@@ -16,7 +16,7 @@ import msgspec
 from shared.commands import ChangeAction, SubscriptionChange
 from shared.enums import Category, ChannelType, Endpoint
 from shared.routing import binding_key
-from shared.topics import TopicSpec
+from shared.topics import TopicSpec, bybit_topic
 
 
 class Want(msgspec.Struct, frozen=True, kw_only=True):
@@ -90,6 +90,28 @@ class DesiredSet:
         for want in self._wants.values():
             topics[want.endpoint].add(want.topic)
         return dict(topics)
+
+    def bybit_topics(self) -> dict[Endpoint, set[str]]:
+        """What the sockets must hold: `topics()` with categorised private topics served by their all-in-one form."""
+        return {endpoint: {bybit_topic(endpoint, t) for t in topics} for endpoint, topics in self.topics().items()}
+
+    def served_by(self, endpoint: Endpoint, upstream: str) -> set[str]:
+        """The subscription topics one Bybit topic serves (`order` serves `order` and `order.linear`)."""
+        return {
+            w.topic
+            for w in self._wants.values()
+            if w.endpoint is endpoint and bybit_topic(endpoint, w.topic) == upstream
+        }
+
+    def binding_topics(self) -> dict[Binding, set[tuple[Endpoint, str]]]:
+        """The subscription topics each binding delivers."""
+        topics: dict[Binding, set[tuple[Endpoint, str]]] = defaultdict(set)
+        for want in self._wants.values():
+            topics[want.binding].add((want.endpoint, want.topic))
+        return dict(topics)
+
+    def wants_of(self, endpoint: Endpoint, topic: str) -> list[Want]:
+        return [w for w in self._wants.values() if (w.endpoint, w.topic) == (endpoint, topic)]
 
     def subscription_ids(self, endpoint: Endpoint, topic: str) -> list[uuid.UUID]:
         """The live subscriptions that want one topic: its reference count is their number."""

@@ -81,6 +81,21 @@ class Store:
                     .values(status=status.value, last_error=error, updated_at=datetime.now(UTC))
                 )
 
+    async def write_stale(self, stale: Mapping[TopicKey, int | None]) -> None:
+        """`stale_since` of the live rows of each topic: epoch ms, or None when data flows again."""
+        async with asyncio.timeout(self.timeout), self.engine.begin() as connection:
+            for (endpoint, topic), since_ms in stale.items():
+                since = None if since_ms is None else datetime.fromtimestamp(since_ms / 1000, UTC)
+                await connection.execute(
+                    update(SubscriptionRow)
+                    .where(
+                        SubscriptionRow.is_active,
+                        SubscriptionRow.endpoint == endpoint.value,
+                        SubscriptionRow.topic == topic,
+                    )
+                    .values(stale_since=since, updated_at=datetime.now(UTC))
+                )
+
     async def write_event_times(self, times: Mapping[TopicKey, int]) -> None:
         statement = (
             update(SubscriptionRow)
@@ -92,8 +107,9 @@ class Store:
             .values(last_event_at=bindparam("b_at"))
         )
         parameters = [
-            {"b_endpoint": endpoint.value, "b_topic": topic, "b_at": datetime.fromtimestamp(ms / 1000, UTC)}
+            {"b_endpoint": endpoint.value, "b_topic": served, "b_at": datetime.fromtimestamp(ms / 1000, UTC)}
             for (endpoint, topic), ms in times.items()
+            for served in _served_topics(endpoint, topic)
         ]
         async with asyncio.timeout(self.timeout), self.engine.begin() as connection:
             await connection.execute(statement.execution_options(synchronize_session=False), parameters)
@@ -107,6 +123,13 @@ class Store:
         )
         async with asyncio.timeout(self.timeout), self.engine.begin() as connection:
             await connection.execute(statement)
+
+
+def _served_topics(endpoint: Endpoint, topic: str) -> list[str]:
+    """A private push arrives on the all-in-one topic (`order`); rows of `order.linear` are served by it too."""
+    if endpoint is Endpoint.PRIVATE and "." not in topic:
+        return [topic, *(f"{topic}.{category.value}" for category in Category)]
+    return [topic]
 
 
 class StateWriter:
@@ -127,6 +150,7 @@ class StateWriter:
         self._sleep = sleep
         self._statuses: dict[TopicKey, StatusUpdate] = {}
         self._event_times: dict[TopicKey, int] = {}
+        self._stale: dict[TopicKey, int | None] = {}
         self._wake = asyncio.Event()
         self.failed_flushes = 0
 
@@ -134,12 +158,16 @@ class StateWriter:
         self._statuses[(endpoint, topic)] = (status, error)
         self._wake.set()  # statuses are what people watch in the API: write them promptly
 
+    def set_stale(self, endpoint: Endpoint, topic: str, since_ms: int | None) -> None:
+        self._stale[(endpoint, topic)] = since_ms
+        self._wake.set()
+
     def touch(self, endpoint: Endpoint, topic: str, at_ms: int) -> None:
         self._event_times[(endpoint, topic)] = at_ms
 
     @property
     def pending(self) -> int:
-        return len(self._statuses) + len(self._event_times)
+        return len(self._statuses) + len(self._event_times) + len(self._stale)
 
     async def run(self) -> None:
         while True:
@@ -152,14 +180,18 @@ class StateWriter:
         """Write what is pending; on an outage keep it (newer facts win) and back off. True if written."""
         statuses, self._statuses = self._statuses, {}
         times, self._event_times = self._event_times, {}
+        stale, self._stale = self._stale, {}
         try:
             if statuses:
                 await self._store.write_statuses(statuses)
+            if stale:
+                await self._store.write_stale(stale)
             if times:
                 await self._store.write_event_times(times)
         except DATABASE_ERRORS as error:
             self._statuses = {**statuses, **self._statuses}
             self._event_times = {**times, **self._event_times}
+            self._stale = {**stale, **self._stale}
             self.failed_flushes += 1
             delay = self._backoff.next_delay()
             logger.bind(error=type(error).__name__, retry_in_s=round(delay, 2)).warning(

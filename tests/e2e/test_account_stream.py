@@ -70,7 +70,7 @@ async def test_order_and_execution_events_reach_quorum_queues_once_per_update(
     async with start_worker() as worker:
         await subscribe(api, svc, channel_type="order", category="linear")
         await subscribe(api, svc, channel_type="execution")
-        await wait_until(lambda: private_ready(worker, fake, "order.linear", "execution"), what="subscribed")
+        await wait_until(lambda: private_ready(worker, fake, "order", "execution"), what="subscribed")
         async with (
             consuming(rabbitmq_url, service_queue(svc, ChannelType.ORDER)) as orders,
             consuming(rabbitmq_url, service_queue(svc, ChannelType.EXECUTION)) as executions,

@@ -12,7 +12,7 @@ import aio_pika
 import httpx
 import msgspec
 
-from docs.consumer_example import EventProcessor, Outcome, consume
+from docs.consumer_example import EventProcessor, Outcome, SnapshotClient, consume
 from shared.enums import ChannelType
 from shared.events import ENVELOPE_DECODER
 from shared.routing import service_queue
@@ -121,3 +121,60 @@ async def test_consumer_example_detects_a_checksum_mismatch_and_drops_its_book(
 def first_snapshot(envelopes: list[Any]) -> int:
     """Index of the first snapshot, or len(envelopes) when none has arrived yet."""
     return next((i for i, e in enumerate(envelopes) if e.payload.get("type") == "snapshot"), len(envelopes))
+
+
+async def purge(url: str, name: str) -> None:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        await (await channel.declare_queue(name, passive=True)).purge()
+
+
+async def test_consumer_whose_queue_dropped_messages_recovers_through_the_snapshot_route(
+    api: httpx.AsyncClient, fake: FakeBybit, start_worker: Callable[..., Any], rabbitmq_url: str
+) -> None:
+    svc, other = f"svc-{uuid.uuid4().hex[:8]}", f"svc-{uuid.uuid4().hex[:8]}"
+    queue, other_queue = (service_queue(s, ChannelType.ORDERBOOK) for s in (svc, other))
+    await subscribe_book(api, svc)
+    await subscribe_book(api, other)
+    processor = EventProcessor()
+    snapshots = SnapshotClient(api, svc, ChannelType.ORDERBOOK)
+    async with start_worker(), consuming(rabbitmq_url, other_queue) as untouched:
+        await wait_until(lambda: queue_exists(rabbitmq_url, queue), what="the queue")
+        await wait_until(lambda: len(untouched.envelopes) >= 10, what="the book streaming")
+        # Lost while nobody read: the snapshot and the first deltas (as x-overflow drop-head does when full).
+        await purge(rabbitmq_url, queue)
+        for round_ in range(2):
+            stop = asyncio.Event()
+            async with asyncio.TaskGroup() as tasks:
+                consumer = tasks.create_task(consume(rabbitmq_url, queue, processor, stop, snapshots))
+                await wait_until(lambda n=round_ + 1: len(snapshots.requested) == n, what="a snapshot request")
+                applied = processor.counts[Outcome.APPLIED]
+                await wait_until(
+                    lambda n=applied + 10: BOOK in processor.books and processor.counts[Outcome.APPLIED] >= n,
+                    what="the book rebuilt from the snapshot, deltas applied on top",
+                )
+                stop.set()
+            consumer.result()
+            # Round two: a hole in the middle (messages dropped while this consumer was away).
+            await wait_until(lambda n=10 * (round_ + 3): len(untouched.envelopes) >= n, what="more of the book")
+            await purge(rabbitmq_url, queue)
+    assert processor.counts[Outcome.GAP] == 1  # round two's hole, seen as a u gap
+    assert processor.counts[Outcome.WAITING_FOR_SNAPSHOT] >= 1  # round one: deltas with no book
+    assert processor.counts[Outcome.CHECKSUM_MISMATCH] == 0
+    assert snapshots.requested == [TOPIC, TOPIC]
+    assert not any(e.snapshot for e in untouched.envelopes), "the other service saw the requested snapshots"
+    await delete_queues(rabbitmq_url, queue, other_queue)
+
+
+async def test_snapshot_route_answers_404_for_an_unknown_and_409_for_a_cancelled_subscription(
+    api: httpx.AsyncClient,
+) -> None:
+    assert (await api.post(f"/api/v1/subscriptions/{uuid.uuid4()}/snapshot")).status_code == 404
+    body = {"requesting_service": f"svc-{uuid.uuid4().hex[:8]}", "channel_type": "trades", "symbol": "BTCUSDT"}
+    row = (await api.post("/api/v1/subscriptions", json=body)).json()
+    response = await api.post(f"/api/v1/subscriptions/{row['id']}/snapshot")
+    assert response.status_code == 409  # pending: no worker has it live yet
+    assert response.json()["error"]["code"] == "conflict"
+    await api.delete(f"/api/v1/subscriptions/{row['id']}")
+    assert (await api.post(f"/api/v1/subscriptions/{row['id']}/snapshot")).status_code == 409

@@ -31,10 +31,14 @@ class MarketFeed:
         self._sessions = sessions
         self._streams: dict[StreamKey, MarketStream] = {}
         self._last_pushed: dict[StreamKey, float] = {}
+        # Topics acknowledged as usual but never pushed (a wrong symbol Bybit accepts, a halted market).
+        self.muted: set[str] = set()
 
     def subscribed(self, session: Session, category: Category, new_topics: Iterable[str], now_ms: int) -> None:
         """Send a new subscriber the first message of each topic (a snapshot for books and tickers)."""
         for topic in new_topics:
+            if topic in self.muted:
+                continue
             first = self._stream(category, topic).snapshot(now_ms)
             if first is not None:
                 self._last_pushed[(category, topic)] = time.monotonic()
@@ -82,6 +86,8 @@ class MarketFeed:
     def publish(self, category: Category, message: JsonObject) -> int:
         """Send a public push to every connection of `category` subscribed to its topic."""
         topic = message.get("topic")
+        if topic in self.muted:
+            return 0
         self._last_pushed[(category, str(topic))] = time.monotonic()
         sent = 0
         for session in self._sessions():

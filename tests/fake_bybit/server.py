@@ -409,6 +409,13 @@ class FakeBybit:
     def unstall(self, category: Endpoint | None = None) -> None:
         self._stalled.difference_update([category] if category is not None else topics.ENDPOINTS)
 
+    def mute(self, topic: str) -> None:
+        """Keep acknowledging `topic` but push nothing for it (not even a subscribe's snapshot) until `unmute`."""
+        self._feed.muted.add(topic)
+
+    def unmute(self, topic: str) -> None:
+        self._feed.muted.discard(topic)
+
     def refuse_connections(self, seconds: float, *, status: int = HTTPStatus.SERVICE_UNAVAILABLE) -> None:
         """Answer every handshake in the next `seconds` with HTTP `status` (503, 403, 502, ...)."""
         self._refuse_until = time.monotonic() + seconds

@@ -74,7 +74,7 @@ def test_document_is_asyncapi_3_with_a_channel_per_event_class_and_the_command_c
     assert commands["address"] == CHANGE_NOTICE_ROUTING_KEY
     assert commands["bindings"]["amqp"]["exchange"]["name"] == COMMANDS_EXCHANGE
     names = {m["name"] for m in document["components"]["messages"].values()}
-    assert names == EVENT_TYPE_NAMES | {"SubscriptionsChanged", "ResyncRequested"}
+    assert names == EVENT_TYPE_NAMES | {"SubscriptionsChanged", "ResyncRequested", "SnapshotRequested"}
     for message in document["components"]["messages"].values():
         assert message["contentType"] == "application/json"
         assert message["headers"]["required"] == ["trace_id"]

@@ -181,3 +181,23 @@ async def test_concurrent_identical_creates_leave_one_created_and_the_rest_exist
     assert sorted(r.status_code for r in responses) == [200] * 7 + [201]
     results = sorted(row["result"] for row in await audit_rows(client))
     assert results == ["created"] + ["existing"] * 7
+
+
+async def test_snapshot_requests_are_scoped_and_audited(client: httpx.AsyncClient, database_url: str) -> None:
+    a = (await client.post(URL, json=trades("svc-a"), headers=as_key(WRITE_A))).json()["id"]
+    b = (await client.post(URL, json=trades("svc-b"))).json()["id"]
+    connection = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    try:  # no worker runs here: make them live as an ack would
+        await connection.execute("UPDATE subscriptions SET status = 'active'")
+    finally:
+        await connection.close()
+    assert (await client.post(f"{URL}/{a}/snapshot", headers=as_key(WRITE_A))).status_code == 202
+    assert (await client.post(f"{URL}/{b}/snapshot", headers=as_key(WRITE_A))).status_code == 403
+    assert (await client.post(f"{URL}/{a}/snapshot", headers=as_key(READ_A))).status_code == 403
+    rows = [summary(r) for r in await audit_rows(client, action="snapshot")]
+    writer, reader = key_id(WRITE_A), key_id(READ_A)
+    assert rows == [
+        (writer, "snapshot", "svc-a", a, "requested", 202),
+        (writer, "snapshot", "svc-b", b, "forbidden", 403),
+        (reader, "snapshot", "svc-a", a, "forbidden", 403),
+    ]

@@ -31,6 +31,8 @@ from stream_worker.envelopes.market import MarketState
 from stream_worker.envelopes.normalize import Normalizer
 from stream_worker.exchange.connection import Connection
 from stream_worker.op_traces import OpTraces
+from stream_worker.silence import SilenceWatch
+from stream_worker.snapshots import Snapshots
 from stream_worker.state.balances import BalanceWriter
 from stream_worker.state.persistence import StateWriter, Store, create_engine
 from tests.support.samples import SAMPLES
@@ -161,6 +163,9 @@ class Harness:
             protocol = BybitProtocol(endpoint=endpoint, credentials=credentials)
             self.connections[endpoint] = Connection(protocol, "ws://unused", self._unused)
         op_traces = OpTraces()
+        snapshots = Snapshots(
+            markets=self.markets, connections=self.connections, publisher=self.publisher, resync=None, wall=lambda: 0.0
+        )
         convergence = Convergence(
             store=STORE,
             state=state,
@@ -169,6 +174,7 @@ class Harness:
             markets=self.markets,
             cluster=lambda: None,  # type: ignore[arg-type,return-value]
             op_traces=op_traces,
+            snapshots=snapshots,
             reconcile_interval=60,
         )
         self.dispatcher = Dispatcher(
@@ -182,6 +188,8 @@ class Harness:
             op_traces=op_traces,
             trace_id=TraceIds(),
             account_sync=lambda: None,
+            snapshots=snapshots,
+            silence=SilenceWatch({}),
         )
         for endpoint, connection in self.connections.items():
             # Socket open and every sample topic wanted, so resubscribes really go out as frames.

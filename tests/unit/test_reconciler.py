@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from shared.enums import Category, ChannelType, Endpoint
+from shared.topics import bybit_topic
 from stream_worker.state.desired import Binding, DesiredSet, Want
-from stream_worker.state.reconciler import plan
+from stream_worker.state.reconciler import SnapshotStep, plan
 
 SERVICES = ("a", "b", "c")
 TOPICS = ("publicTrade.BTCUSDT", "publicTrade.ETHUSDT", "tickers.BTCUSDT")
@@ -18,20 +19,21 @@ TOPICS = ("publicTrade.BTCUSDT", "publicTrade.ETHUSDT", "tickers.BTCUSDT")
 
 PLACES = [(e, t) for e in (Endpoint.LINEAR, Endpoint.SPOT) for t in TOPICS] + [
     (Endpoint.PRIVATE, "order"),
+    (Endpoint.PRIVATE, "order.linear"),
     (Endpoint.PRIVATE, "execution"),
 ]
 
 
 def want(service: str, endpoint: Endpoint, topic: str) -> Want:
     if endpoint is Endpoint.PRIVATE:
-        private = ChannelType.ORDER if topic == "order" else ChannelType.EXECUTION
+        private = ChannelType.ORDER if topic.startswith("order") else ChannelType.EXECUTION
         return Want(
             subscription_id=uuid.uuid4(),
             service=service,
             channel_type=private,
             endpoint=endpoint,
             topic=topic,
-            category=None,
+            category=Category(topic.partition(".")[2]) if "." in topic else None,
             symbol=None,
         )
     channel = ChannelType.TICKER if topic.startswith("tickers") else ChannelType.TRADES
@@ -78,6 +80,49 @@ def test_a_socket_this_worker_lacks_is_never_planned_for() -> None:
     assert len(steps.bind) == 1
 
 
+def test_a_late_joiner_of_a_streaming_topic_gets_a_snapshot_and_the_first_service_none() -> None:
+    first, late = want("a", Endpoint.LINEAR, TOPICS[2]), want("b", Endpoint.LINEAR, TOPICS[2])
+    desired = DesiredSet([first, late])
+    steps = plan(
+        desired_bindings=desired.bindings(),
+        bound={first.binding},
+        owned=desired.bybit_topics(),
+        wanted={Endpoint.LINEAR: frozenset({TOPICS[2]})},
+        binding_topics=desired.binding_topics(),
+    )
+    assert steps.bind == [late.binding]
+    assert steps.snapshot == [SnapshotStep(binding=late.binding, endpoint=Endpoint.LINEAR, topic=TOPICS[2])]
+    assert steps.subscribe == {}
+
+
+def test_a_topic_subscribed_anew_needs_no_snapshot_bybits_own_reaches_every_queue() -> None:
+    desired = DesiredSet([want("a", Endpoint.LINEAR, TOPICS[2]), want("b", Endpoint.LINEAR, TOPICS[2])])
+    steps = plan(
+        desired_bindings=desired.bindings(),
+        bound=set(),
+        owned=desired.bybit_topics(),
+        wanted={Endpoint.LINEAR: frozenset()},
+        binding_topics=desired.binding_topics(),
+    )
+    assert steps.subscribe == {Endpoint.LINEAR: [TOPICS[2]]}
+    assert steps.snapshot == []
+
+
+def test_a_private_topic_added_on_a_live_socket_gets_a_snapshot_and_is_served_by_its_all_in_one_form() -> None:
+    linear = want("a", Endpoint.PRIVATE, "order.linear")
+    desired = DesiredSet([linear])
+    steps = plan(
+        desired_bindings=desired.bindings(),
+        bound=set(),
+        owned=desired.bybit_topics(),
+        wanted={Endpoint.PRIVATE: frozenset()},
+        binding_topics=desired.binding_topics(),
+        silent_on_subscribe=(Endpoint.PRIVATE,),
+    )
+    assert steps.subscribe == {Endpoint.PRIVATE: ["order"]}
+    assert steps.snapshot == [SnapshotStep(binding=linear.binding, endpoint=Endpoint.PRIVATE, topic="order.linear")]
+
+
 class ReconcilerMachine(RuleBasedStateMachine):
     """Wants come and go, ownership moves, RabbitMQ refuses some binds: after every round the worker's sockets
     hold exactly the owned wanted topics, and a round with no failures leaves nothing to do."""
@@ -86,7 +131,8 @@ class ReconcilerMachine(RuleBasedStateMachine):
         super().__init__()
         self.wants: dict[uuid.UUID, Want] = {}
         self.not_owned: set[tuple[Endpoint, str]] = set()
-        self.sockets: set[Endpoint] = {Endpoint.LINEAR, Endpoint.SPOT}
+        self.sockets: set[Endpoint] = {Endpoint.LINEAR, Endpoint.SPOT, Endpoint.PRIVATE}
+        self.private_live = False
         self.wanted: dict[Endpoint, set[str]] = {endpoint: set() for endpoint in self.sockets}
         self.bound: set[Binding] = set()
 
@@ -96,8 +142,12 @@ class ReconcilerMachine(RuleBasedStateMachine):
     def owned(self) -> dict[Endpoint, set[str]]:
         return {
             endpoint: {t for t in topics if (endpoint, t) not in self.not_owned}
-            for endpoint, topics in self.desired().topics().items()
+            for endpoint, topics in self.desired().bybit_topics().items()
         }
+
+    @rule()
+    def private_socket_goes_up_or_down(self) -> None:
+        self.private_live = not self.private_live
 
     @rule(service=st.sampled_from(SERVICES), place=st.sampled_from(PLACES))
     def subscribe(self, service: str, place: tuple[Endpoint, str]) -> None:
@@ -116,13 +166,26 @@ class ReconcilerMachine(RuleBasedStateMachine):
     @rule(fail=st.sets(st.integers(0, 20)))
     def converge(self, fail: set[int]) -> None:
         desired = self.desired()
+        silent = (Endpoint.PRIVATE,) if self.private_live else ()
+        wanted_before = {endpoint: frozenset(topics) for endpoint, topics in self.wanted.items()}
         steps = plan(
             desired_bindings=desired.bindings(),
             bound=self.bound,
             owned=self.owned(),
-            wanted={endpoint: frozenset(topics) for endpoint, topics in self.wanted.items()},
+            wanted=wanted_before,
+            binding_topics=desired.binding_topics(),
+            silent_on_subscribe=silent,
         )
         owned = self.owned()
+        snapshots = {(s.binding, s.endpoint, s.topic) for s in steps.snapshot}
+        assert all(s.binding in steps.bind for s in steps.snapshot), "only a queue bound now gets a snapshot"
+        for binding in steps.bind:
+            for endpoint, topic in desired.binding_topics()[binding]:
+                upstream = bybit_topic(endpoint, topic)
+                streaming = upstream in wanted_before[endpoint] or endpoint in silent
+                expected = upstream in owned.get(endpoint, set()) and streaming
+                # A late joiner of a topic already streaming gets its state; a topic subscribed now gets Bybit's.
+                assert ((binding, endpoint, topic) in snapshots) == expected, (binding, topic)
         for endpoint, added in steps.subscribe.items():
             assert endpoint in self.sockets
             assert set(added) <= owned.get(endpoint, set()), "never subscribes a topic it does not own"
@@ -142,6 +205,8 @@ class ReconcilerMachine(RuleBasedStateMachine):
                 self.bound.discard(binding)
         for endpoint in self.sockets:
             assert self.wanted[endpoint] == owned.get(endpoint, set()), "a round leaves exactly the owned topics"
+        # Never a categorised private topic beside its all-in-one form (AUDIT B7): Bybit would push twice.
+        assert all("." not in topic for topic in self.wanted[Endpoint.PRIVATE])
         if failures == 0:
             assert self.bound == desired.bindings()
             again = plan(
@@ -149,6 +214,8 @@ class ReconcilerMachine(RuleBasedStateMachine):
                 bound=self.bound,
                 owned=owned,
                 wanted={e: frozenset(t) for e, t in self.wanted.items()},
+                binding_topics=desired.binding_topics(),
+                silent_on_subscribe=silent,
             )
             assert again.empty, "a round without failures is a fixed point"
 
