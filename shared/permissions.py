@@ -29,6 +29,9 @@ _COMMANDS = _literal(COMMANDS_EXCHANGE)
 # (`ws-gateway.worker.{worker_id}.commands`, see stream_worker's CommandListener).
 _SERVICE_QUEUES = rf"ws-gateway\.[A-Za-z0-9][A-Za-z0-9_.-]*\.({_CHANNELS})"
 _COMMAND_QUEUES = r"ws-gateway\.worker\..+\.commands"
+# The default exchange, as RabbitMQ names it for permissions: join and requested snapshots go to one queue by its
+# name through it, and the publisher's start-up probe of its fast path publishes one unroutable message there.
+_DEFAULT_EXCHANGE = r"amq\.default"
 
 
 class Permissions(NamedTuple):
@@ -50,7 +53,7 @@ def worker_permissions() -> Permissions:
     publish change notices."""
     return Permissions(
         configure=rf"^({_EVENTS}|{_COMMANDS}|{_SERVICE_QUEUES}|{_COMMAND_QUEUES})$",
-        write=rf"^({_EVENTS}|{_SERVICE_QUEUES}|{_COMMAND_QUEUES})$",
+        write=rf"^({_EVENTS}|{_DEFAULT_EXCHANGE}|{_SERVICE_QUEUES}|{_COMMAND_QUEUES})$",
         read=rf"^({_EVENTS}|{_COMMANDS}|{_COMMAND_QUEUES})$",
     )
 

@@ -92,6 +92,9 @@ OUT_OF_SCOPE: dict[tuple[str, str], Call] = {
     ("DELETE", "/api/v1/subscriptions/by-service/{service:str}"): lambda api, rows, key: api.delete(
         f"{URL}/by-service/svc-b", headers=as_key(key)
     ),
+    ("POST", "/api/v1/subscriptions/{subscription_id:uuid}/snapshot"): lambda api, rows, key: api.post(
+        f"{URL}/{rows.b}/snapshot", headers=as_key(key)
+    ),
     ("GET", "/api/v1/audit"): lambda api, rows, key: api.get("/api/v1/audit", headers=as_key(key)),
 }
 # Routes that answer a scoped key, showing only what is in its scope (or account-wide data, see README).
@@ -181,8 +184,9 @@ async def test_a_write_key_manages_its_own_services_subscriptions(client: httpx.
         lambda api, rows: api.post(URL, json=trades("svc-a", "SOLUSDT"), headers=as_key(READ_A)),
         lambda api, rows: api.delete(f"{URL}/{rows.a}", headers=as_key(READ_A)),
         lambda api, rows: api.delete(f"{URL}/by-service/svc-a", headers=as_key(READ_A)),
+        lambda api, rows: api.post(f"{URL}/{rows.a}/snapshot", headers=as_key(READ_A)),
     ],
-    ids=["create", "cancel", "cancel-by-service"],
+    ids=["create", "cancel", "cancel-by-service", "snapshot"],
 )
 async def test_a_read_only_key_cannot_write_even_its_own_service(
     client: httpx.AsyncClient, write: Callable[[httpx.AsyncClient, Rows], Awaitable[httpx.Response]]
