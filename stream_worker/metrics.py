@@ -101,6 +101,28 @@ class WorkerCollector(Collector):
         yield from self._publisher()
         yield from self._market()
         yield from self._cluster()
+        yield from self._resync()
+
+    def _resync(self) -> Iterable[Metric]:
+        sync = self._worker.account_sync
+        runs = CounterMetricFamily(f"{PREFIX}_account_resyncs", "Account re-syncs over REST that completed a fetch")
+        incomplete = CounterMetricFamily(
+            f"{PREFIX}_account_resync_incomplete",
+            "Parts of account re-syncs that could not complete (each also a resync_incomplete event)",
+            labels=["cause"],
+        )
+        resolved = CounterMetricFamily(
+            f"{PREFIX}_account_resync_resolved",
+            "Orders, positions and coins believed open that a re-sync found closed",
+            labels=["kind"],
+        )
+        if sync is not None:
+            runs.add_metric([], sync.state["runs"])
+            for cause, count in sorted(sync.incomplete.items()):
+                incomplete.add_metric([cause], count)
+            for kind, count in sorted(sync.state["resolved"].items()):
+                resolved.add_metric([kind], count)
+        yield from (runs, incomplete, resolved)
 
     def _cluster(self) -> Iterable[Metric]:
         cluster = self._worker.cluster

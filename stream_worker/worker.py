@@ -37,6 +37,7 @@ from stream_worker.cluster.membership import MembershipStore, PrivateLease
 from stream_worker.cluster.ownership import Cluster
 from stream_worker.envelopes.market import BookOutput, MarketResult, MarketState
 from stream_worker.envelopes.normalize import Normalizer, PayloadError
+from stream_worker.envelopes.outgoing import Outgoing
 from stream_worker.errors import WorkerError
 from stream_worker.exchange.account_sync import AccountSync
 from stream_worker.exchange.connection import Connection, ConnectionSettings
@@ -46,6 +47,7 @@ from stream_worker.metrics import PublishTally, serve_metrics, worker_registry
 from stream_worker.settings import WorkerSettings
 from stream_worker.state.balances import BalanceWriter
 from stream_worker.state.desired import Binding, DesiredSet, topic_changes
+from stream_worker.state.open_items import OpenItems
 from stream_worker.state.persistence import DATABASE_ERRORS, StateWriter, Store
 
 PUBLIC_ENDPOINTS = (Endpoint.SPOT, Endpoint.LINEAR, Endpoint.INVERSE, Endpoint.OPTION)
@@ -73,6 +75,7 @@ class Worker:
         self.publisher = publisher
         self.state = StateWriter(store)
         self.balances = BalanceWriter(store)
+        self.open_items = OpenItems(store)
         self.desired = DesiredSet()
         self.bound: set[Binding] = set()
         self.counters: Counter[str] = Counter()
@@ -111,9 +114,9 @@ class Worker:
             self._add_connection(Endpoint.PRIVATE, credentials, settings.private_ws_url, connection_settings)
             self.rest = BybitRest(settings.rest_url, credentials)
             self.account_sync = AccountSync(
-                AccountResync(self.rest),
+                AccountResync(self.rest, self.open_items, option_base_coins=settings.option_base_coins),
                 self.connections[Endpoint.PRIVATE].protocol,
-                put_account=publisher.put_account,
+                put_account=self.put_account,
                 balances=self.balances,
                 wall=wall,
                 trace_id=self._trace_id,
@@ -170,6 +173,7 @@ class Worker:
             publishing = outer.create_task(self.publisher.run(), name="publisher")
             writing = outer.create_task(self.state.run(), name="state-writer")
             balances = outer.create_task(self.balances.run(), name="balance-writer")
+            remembering = outer.create_task(self.open_items.run(), name="open-items-writer")
             try:
                 async with asyncio.TaskGroup() as inputs:
                     inputs.create_task(self.cluster.run(), name="cluster")
@@ -195,7 +199,8 @@ class Worker:
                     await self.publisher.wait_drained()
                     await self.balances.wait_drained()
                     await self.state.flush()
-            for task in (publishing, writing, balances):
+                    await self.open_items.flush()
+            for task in (publishing, writing, balances, remembering):
                 task.cancel()
         if self.rest is not None:
             await self.rest.close()
@@ -215,6 +220,11 @@ class Worker:
         if market is not None:
             result = market.reset(now=time.monotonic(), received_ms=int(self._wall() * 1000), trace_id=self._trace_id())
             self._publish_market(endpoint, result)
+
+    async def put_account(self, item: Outgoing) -> None:
+        """Publish an account event, and remember which orders and positions it leaves open (re-sync)."""
+        self.open_items.observe(item)
+        await self.publisher.put_account(item)
 
     def _trace_id(self) -> str:
         return f"{self._trace_prefix}-{next(self._trace_ids)}"
@@ -395,7 +405,7 @@ class Worker:
             return
         for item in normalized.events:
             if item.account:
-                await self.publisher.put_account(item)
+                await self.put_account(item)
             else:
                 self.publisher.offer_market(item)
         for wallet in normalized.wallets:
