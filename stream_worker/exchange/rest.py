@@ -88,8 +88,10 @@ class BybitRest:
         timeout: float = 10.0,
         wall: Callable[[], float] = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_pages: int = MAX_PAGES,
     ) -> None:
         self._credentials = credentials
+        self._max_pages = max_pages
         self._recv_window = str(recv_window_ms)
         self._wall = wall
         self._client = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
@@ -97,8 +99,9 @@ class BybitRest:
     async def close(self) -> None:
         await self._client.aclose()
 
-    async def get_list(self, path: str, params: Mapping[str, str], *, max_pages: int = MAX_PAGES) -> ListResult:
+    async def get_list(self, path: str, params: Mapping[str, str], *, max_pages: int | None = None) -> ListResult:
         """GET a list endpoint, following `nextPageCursor` for up to `max_pages` pages."""
+        max_pages = max_pages or self._max_pages
         items: list[msgspec.Raw] = []
         cursor = ""
         server_ms = int(self._wall() * 1000)
