@@ -37,6 +37,7 @@ from shared.routing import (
     COMMANDS_EXCHANGE,
     EVENTS_EXCHANGE,
     event_routing_key,
+    queue_arguments,
     service_queue,
 )
 from shared.topics import BOOK_DEPTHS, KLINE_INTERVALS
@@ -172,14 +173,10 @@ def _routing_key_pattern(channel_type: ChannelType) -> tuple[str, dict[str, Any]
 
 
 def _queue_arguments(channel_type: ChannelType) -> dict[str, Any]:
-    # Mirrors stream_worker/broker/topology.py without importing it (the API never imports the worker).
-    if channel_type in ACCOUNT_CHANNELS:
-        return {"x-queue-type": "quorum"}
-    return {
-        "x-max-length": 100_000,
-        "x-overflow": "drop-head",
-        "x-max-length-setting": "WS_GATEWAY_MARKET_QUEUE_MAX_LENGTH (the default is shown)",
-    }
+    arguments: dict[str, Any] = dict(queue_arguments(channel_type))
+    if channel_type not in ACCOUNT_CHANNELS:
+        arguments["x-max-length-setting"] = "WS_GATEWAY_MARKET_QUEUE_MAX_LENGTH (the default is shown)"
+    return arguments
 
 
 def _exchange(name: str) -> dict[str, Any]:

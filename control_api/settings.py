@@ -36,22 +36,25 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     def from_env(cls, environ: Mapping[str, str]) -> ApiSettings:
         """Build settings from environment variables; raises ConfigError naming the bad variable."""
         env = EnvReader(environ)
+        d = cls()  # every default is stated once, on the fields above
         api_keys = env.secrets("WS_GATEWAY_API_KEY")
         if not api_keys:
             raise ConfigError("WS_GATEWAY_API_KEY", "required: one API key or a comma-separated list")
         return cls(
-            database_url=env.url("DATABASE_URL", DEFAULT_DATABASE_URL, ("postgresql+asyncpg",)),
-            rabbitmq_url=env.url("RABBITMQ_URL", DEFAULT_RABBITMQ_URL, ("amqp", "amqps")),
-            host=env.text("WS_GATEWAY_HOST", "127.0.0.1"),
-            port=env.integer("WS_GATEWAY_PORT", 4400, minimum=1, maximum=65535),
+            database_url=env.url("DATABASE_URL", d.database_url, ("postgresql+asyncpg",)),
+            rabbitmq_url=env.url("RABBITMQ_URL", d.rabbitmq_url, ("amqp", "amqps")),
+            host=env.text("WS_GATEWAY_HOST", d.host),
+            port=env.integer("WS_GATEWAY_PORT", d.port, minimum=1, maximum=65535),
             api_keys=api_keys,
-            db_timeout=env.number("WS_GATEWAY_DB_TIMEOUT", 5.0, minimum=0.1, maximum=120),
-            relay_retry_max=env.number("WS_GATEWAY_RELAY_RETRY_MAX", 5.0, minimum=0.1, maximum=300),
-            max_body_bytes=env.integer("WS_GATEWAY_MAX_BODY_BYTES", 64 * 1024, minimum=1024, maximum=10_000_000),
-            write_rate=env.number("WS_GATEWAY_WRITE_RATE", 20.0, minimum=0.01, maximum=100_000),
-            write_burst=env.integer("WS_GATEWAY_WRITE_BURST", 40, minimum=1, maximum=1_000_000),
-            worker_stale_after=env.number("WS_GATEWAY_WORKER_STALE_AFTER", 20.0, minimum=1, maximum=3600),
-            uvloop=env.flag("WS_GATEWAY_UVLOOP", True),
-            log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
-            log_format=env.choice("LOG_FORMAT", "auto", ("auto", "json", "pretty")),
+            db_timeout=env.number("WS_GATEWAY_DB_TIMEOUT", d.db_timeout, minimum=0.1, maximum=120),
+            relay_retry_max=env.number("WS_GATEWAY_RELAY_RETRY_MAX", d.relay_retry_max, minimum=0.1, maximum=300),
+            max_body_bytes=env.integer("WS_GATEWAY_MAX_BODY_BYTES", d.max_body_bytes, minimum=1024, maximum=10_000_000),
+            write_rate=env.number("WS_GATEWAY_WRITE_RATE", d.write_rate, minimum=0.01, maximum=100_000),
+            write_burst=env.integer("WS_GATEWAY_WRITE_BURST", d.write_burst, minimum=1, maximum=1_000_000),
+            worker_stale_after=env.number(
+                "WS_GATEWAY_WORKER_STALE_AFTER", d.worker_stale_after, minimum=1, maximum=3600
+            ),
+            uvloop=env.flag("WS_GATEWAY_UVLOOP", d.uvloop),
+            log_level=env.choice("LOG_LEVEL", d.log_level, ("debug", "info", "warning", "error")),
+            log_format=env.choice("LOG_FORMAT", d.log_format, ("auto", "json", "pretty")),
         )

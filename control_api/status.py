@@ -23,6 +23,7 @@ from control_api.errors import DatabaseUnavailable
 from control_api.routes.common import Db
 from control_api.routes.health import worker_health
 from shared.api import WorkerMember
+from shared.heartbeat import WorkerHeartbeat
 from shared.schema import SubscriptionRow, WorkerHeartbeatRow
 
 MAX_TOPICS = 1000
@@ -72,23 +73,16 @@ def _pick(values: Mapping[str, Any] | None, names: tuple[str, ...]) -> dict[str,
     return {name: values[name] for name in names if values is not None and name in values}
 
 
-def _counts(values: Any) -> dict[str, int]:
-    if not isinstance(values, Mapping):
-        return {}
-    return {str(key): count for key, count in values.items() if isinstance(count, int)}
-
-
 async def _heartbeat(db: Database, worker_id: str) -> tuple[int, dict[str, int]]:
     """The heartbeat's time (epoch ms) and its counters, the worker's and each market's, in one flat map."""
     async with db.transaction() as session:
         row = await session.get(WorkerHeartbeatRow, worker_id)
     if row is None:
         return 0, {}
-    counters = _counts(row.state.get("counters"))
-    markets = row.state.get("market")
-    if isinstance(markets, Mapping):
-        for endpoint, values in markets.items():
-            counters |= {f"{endpoint}:{key}": count for key, count in _counts(values).items()}
+    heartbeat = WorkerHeartbeat.from_json(row.state)
+    counters = dict(heartbeat.counters)
+    for endpoint, values in heartbeat.market.items():
+        counters |= {f"{endpoint}:{key}": count for key, count in values.items()}
     return int(row.updated_at.timestamp() * 1000), counters
 
 
@@ -133,13 +127,15 @@ async def gather_status(db: Database, stale_after: float) -> Status:
         heartbeat_ms, counters = await _heartbeat(db, health.worker_id) if health.worker_id else (0, {})
     except DatabaseUnavailable:
         return Status(database="down", worker=WorkerState(status=health.status), topics=[])
-    sockets = {name: _pick(values, SOCKET_FIELDS) for name, values in (health.sockets or {}).items()}
+    sockets = {
+        name: _pick(msgspec.to_builtins(values), SOCKET_FIELDS) for name, values in (health.sockets or {}).items()
+    }
     worker = WorkerState(
         status=health.status,
         heartbeat_age_s=health.heartbeat_age_s,
         heartbeat_ms=heartbeat_ms or None,
         sockets=sockets,
-        publisher=_pick(health.publisher, PUBLISHER_FIELDS),
+        publisher=_pick(msgspec.to_builtins(health.publisher) if health.publisher else None, PUBLISHER_FIELDS),
         counters=counters,
     )
     members = health.members or []

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import msgspec
 
 from shared.enums import Category, ChannelType, Endpoint, SubscriptionStatus
+from shared.heartbeat import PublisherHealth, SocketHealth
 
 ServiceName = Annotated[
     str,
@@ -179,8 +180,8 @@ class WorkerHealth(msgspec.Struct, frozen=True, kw_only=True):
     detail: str | None = None
     worker_id: str | None = None  # the freshest heartbeat's worker
     heartbeat_age_s: float | None = None
-    sockets: dict[str, Any] | None = None  # per Bybit socket: connected, topics, last message age, ...
-    publisher: dict[str, Any] | None = None  # buffer depths, drops per cause, confirms
+    sockets: dict[str, SocketHealth] | None = None  # per Bybit socket: connected, topics, last message age, ...
+    publisher: PublisherHealth | None = None  # buffer depths, drops per cause, confirms
     members: list[WorkerMember] | None = None  # every worker with a membership row, live or not
     private_holder: str | None = None
     unowned_topics: int | None = None

@@ -6,6 +6,7 @@ revision it did not expect re-reads the whole set (level-triggered reconciliatio
 
 from __future__ import annotations
 
+import enum
 import uuid
 
 import msgspec
@@ -15,10 +16,16 @@ from shared.enums import Category, ChannelType, Endpoint
 SCHEMA_VERSION = 1
 
 
-class SubscriptionChange(msgspec.Struct, frozen=True, kw_only=True):
-    """One subscription that was created or cancelled."""
+class ChangeAction(enum.StrEnum):
+    CREATED = "created"
+    CANCELLED = "cancelled"
 
-    action: str  # "created" | "cancelled"
+
+class SubscriptionChange(msgspec.Struct, frozen=True, kw_only=True):
+    """One subscription that was created or cancelled. An unknown action fails decoding (the whole notice is
+    then ignored and the worker re-reads PostgreSQL), never a silent cancel."""
+
+    action: ChangeAction
     subscription_id: uuid.UUID
     requesting_service: str
     channel_type: ChannelType

@@ -15,6 +15,25 @@ CHANGE_NOTICE_ROUTING_KEY = "subscriptions.changed"
 ACCOUNT_CHANNELS = PRIVATE_CHANNELS  # quorum queues, never dropped
 
 
+DEFAULT_MARKET_MAX_LENGTH = 100_000  # WS_GATEWAY_MARKET_QUEUE_MAX_LENGTH's default
+
+
+def queue_arguments(channel_type: ChannelType, market_max_length: int = DEFAULT_MARKET_MAX_LENGTH) -> dict[str, object]:
+    """The declare arguments of a service's queue for one event class: the worker declares with these, the AsyncAPI
+    document shows them, and a consumer's passive declare must match them.
+
+    Account channels get quorum queues: replicated, never length-limited, never dropped. Market channels get
+    classic queues (the default type, so no `x-queue-type`) bounded by `x-max-length` with `drop-head`, so a consumer
+    that stopped reading cannot fill the broker; its queue keeps the newest messages. RabbitMQ refuses a re-declare
+    whose arguments differ, so these are a pure function of their inputs.
+    """
+    if channel_type in ACCOUNT_CHANNELS:
+        return {"x-queue-type": "quorum"}
+    if market_max_length < 1:
+        raise ValueError(f"market_max_length must be at least 1, got {market_max_length}")
+    return {"x-max-length": int(market_max_length), "x-overflow": "drop-head"}
+
+
 def service_queue(service: str, channel_type: ChannelType) -> str:
     """The durable queue a requesting service reads one event class from."""
     return f"ws-gateway.{service}.{channel_type.value}"

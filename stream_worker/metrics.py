@@ -2,7 +2,7 @@
 
 Almost everything is read at scrape time from numbers the worker keeps anyway (the ones its heartbeat shows):
 socket state, reconnects, publisher stats, book counters. Only two facts are counted per message, each a dict
-increment: pushes received per topic root (in `Worker._on_push`), and envelopes handed to RabbitMQ with their
+increment: pushes received per topic root (in `Dispatcher._on_push`), and envelopes handed to RabbitMQ with their
 exchange-to-publish latency (`PublishTally`, called by the publisher as it stamps `published_ts`).
 
 Labels are bounded sets: class (channel type), category (or socket), cause and kind; never a symbol or topic.
@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from bisect import bisect_left
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Protocol
 
 from loguru import logger
 from prometheus_client import CollectorRegistry
@@ -25,9 +26,12 @@ from prometheus_client.registry import Collector
 
 from shared.enums import Endpoint
 from shared.events import EventEnvelope
-
-if TYPE_CHECKING:
-    from stream_worker.worker import Worker
+from stream_worker.broker.publisher import Publisher
+from stream_worker.cluster.ownership import Cluster
+from stream_worker.envelopes.market import MarketState
+from stream_worker.errors import WorkerError
+from stream_worker.exchange.account_sync import AccountSync
+from stream_worker.exchange.connection import Connection
 
 PREFIX = "ws_gateway_worker"
 # Bybit's topic roots (PROTOCOL.md §6, §9) as the channel types consumers know; anything else is "unknown",
@@ -88,10 +92,29 @@ def topic_class(root: str) -> str:
     return TOPIC_CLASS.get(root, "unknown")
 
 
+class MetricsSource(Protocol):
+    """The narrow view of the worker that a scrape reads (the worker hands itself over as one)."""
+
+    @property
+    def cluster(self) -> Cluster: ...
+    @property
+    def connections(self) -> Mapping[Endpoint, Connection]: ...
+    @property
+    def markets(self) -> Mapping[Endpoint, MarketState]: ...
+    @property
+    def publisher(self) -> Publisher: ...
+    @property
+    def received(self) -> Counter[tuple[Endpoint, str]]: ...
+    @property
+    def counters(self) -> Counter[str]: ...
+    @property
+    def account_sync(self) -> AccountSync | None: ...
+
+
 class WorkerCollector(Collector):
     """Reads the worker's own counters and state at scrape time."""
 
-    def __init__(self, worker: Worker, tally: PublishTally) -> None:
+    def __init__(self, worker: MetricsSource, tally: PublishTally) -> None:
         self._worker = worker
         self._tally = tally
 
@@ -137,7 +160,7 @@ class WorkerCollector(Collector):
             value=int(cluster.holds_private),
         )
         owned = GaugeMetricFamily(f"{PREFIX}_owned_topics", "Wanted topics assigned to this worker", labels=["socket"])
-        for socket, count in sorted(cluster.health()["owned_topics"].items()):
+        for socket, count in sorted(cluster.health().owned_topics.items()):
             owned.add_metric([socket], count)
         yield owned
         yield CounterMetricFamily(
@@ -296,7 +319,7 @@ class WorkerCollector(Collector):
         yield invalid
 
 
-def worker_registry(worker: Worker, tally: PublishTally) -> CollectorRegistry:
+def worker_registry(worker: MetricsSource, tally: PublishTally) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(WorkerCollector(worker, tally))
     return registry
@@ -309,7 +332,13 @@ async def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> No
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         arrivals.put_nowait((reader, writer))  # answered by a task this function owns, not by asyncio's
 
-    server = await asyncio.start_server(accept, host, port)
+    try:
+        server = await asyncio.start_server(accept, host, port)
+    except OSError as error:
+        raise WorkerError(
+            f"cannot serve metrics on {host}:{port} ({error.strerror}): set WS_GATEWAY_WORKER_METRICS_PORT to a free "
+            "port, or 0 for none"
+        ) from None
     logger.bind(host=host, port=port).info("metrics endpoint listening")
     async with server, asyncio.TaskGroup() as answering:
         while True:

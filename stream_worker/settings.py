@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import msgspec
 
 from shared.config import ConfigError, EnvReader, Secret
+from shared.routing import DEFAULT_MARKET_MAX_LENGTH
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -34,7 +35,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     bybit_api_key: Secret | None = None
     bybit_api_secret: Secret | None = None
     ping_interval: float = 20.0
-    dead_after: float = 40.0  # no frame at all for this long: the socket is dead (2 ping intervals)
+    dead_after: float = 40.0  # no frame at all for this long: the socket is dead (default: 2 ping intervals)
     ack_timeout: float = 10.0  # an op unacknowledged this long recycles the socket
     max_frame_bytes: int = 4 * 1024 * 1024  # a bigger frame closes the socket (1009) and it reconnects
     compression: bool = False  # permessage-deflate halves ingest throughput; Bybit is not known to need it
@@ -50,7 +51,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     book_top_levels: int = 25
     book_checksum_levels: int = 25
     snapshot_timeout: float = 5.0  # an invalid book with no fresh snapshot after this long is resubscribed again
-    market_queue_max_length: int = 100_000  # per market-data queue; the oldest are dropped beyond it
+    market_queue_max_length: int = DEFAULT_MARKET_MAX_LENGTH  # per market-data queue; the oldest are dropped beyond it
     shutdown_grace: float = 10.0
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 9464  # Prometheus scrape endpoint (GET /metrics); 0 serves none
@@ -67,7 +68,8 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     def from_env(cls, environ: Mapping[str, str], hostname: str = "worker") -> WorkerSettings:
         """Build settings from environment variables; raises ConfigError naming the bad variable."""
         env = EnvReader(environ)
-        environment = env.choice("BYBIT_ENVIRONMENT", "mainnet", tuple(BYBIT_HOSTS))
+        d = cls()  # every default is stated once, on the fields above
+        environment = env.choice("BYBIT_ENVIRONMENT", d.bybit_environment, tuple(BYBIT_HOSTS))
         public_ws, private_ws, rest = BYBIT_HOSTS[environment]
         ws_override = env.optional_text("BYBIT_WS_URL")
         if ws_override is not None:
@@ -78,15 +80,15 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
         if (api_key is None) != (api_secret is None):
             missing = "BYBIT_API_SECRET" if api_secret is None else "BYBIT_API_KEY"
             raise ConfigError(missing, "BYBIT_API_KEY and BYBIT_API_SECRET must be set together")
-        ping_interval = env.number("BYBIT_PING_INTERVAL", 20.0, minimum=1, maximum=300)
-        lease_ttl = env.number("WS_GATEWAY_LEASE_TTL", 5.0, minimum=1, maximum=600)
+        ping_interval = env.number("BYBIT_PING_INTERVAL", d.ping_interval, minimum=1, maximum=300)
+        lease_ttl = env.number("WS_GATEWAY_LEASE_TTL", d.lease_ttl, minimum=1, maximum=600)
         lease_renew = env.number("WS_GATEWAY_LEASE_RENEW_INTERVAL", min(1.0, lease_ttl / 3), minimum=0.1, maximum=200)
         if lease_renew > lease_ttl / 2:
             # One late renewal must not look like a death: at least two renewals fit in a lease.
             raise ConfigError("WS_GATEWAY_LEASE_RENEW_INTERVAL", "must be at most half of WS_GATEWAY_LEASE_TTL")
         return cls(
-            database_url=env.url("DATABASE_URL", DEFAULT_DATABASE_URL, ("postgresql+asyncpg",)),
-            rabbitmq_url=env.url("RABBITMQ_URL", DEFAULT_RABBITMQ_URL, ("amqp", "amqps")),
+            database_url=env.url("DATABASE_URL", d.database_url, ("postgresql+asyncpg",)),
+            rabbitmq_url=env.url("RABBITMQ_URL", d.rabbitmq_url, ("amqp", "amqps")),
             bybit_environment=environment,
             public_ws_url=public_ws,
             private_ws_url=private_ws,
@@ -95,29 +97,36 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
             bybit_api_secret=api_secret,
             ping_interval=ping_interval,
             dead_after=env.number("BYBIT_DEAD_AFTER", 2 * ping_interval, minimum=1, maximum=900),
-            ack_timeout=env.number("BYBIT_ACK_TIMEOUT", 10.0, minimum=0.1, maximum=300),
-            max_frame_bytes=env.integer("BYBIT_MAX_FRAME_BYTES", 4 * 1024 * 1024, minimum=65_536, maximum=1 << 30),
-            compression=env.flag("BYBIT_COMPRESSION", False),
-            uvloop=env.flag("WS_GATEWAY_UVLOOP", True),
-            reconnect_cap=env.number("BYBIT_RECONNECT_CAP", 30.0, minimum=0.1, maximum=600),
-            reconcile_interval=env.number("WS_GATEWAY_RECONCILE_INTERVAL", 30.0, minimum=0.1, maximum=3600),
+            ack_timeout=env.number("BYBIT_ACK_TIMEOUT", d.ack_timeout, minimum=0.1, maximum=300),
+            max_frame_bytes=env.integer("BYBIT_MAX_FRAME_BYTES", d.max_frame_bytes, minimum=65_536, maximum=1 << 30),
+            compression=env.flag("BYBIT_COMPRESSION", d.compression),
+            uvloop=env.flag("WS_GATEWAY_UVLOOP", d.uvloop),
+            reconnect_cap=env.number("BYBIT_RECONNECT_CAP", d.reconnect_cap, minimum=0.1, maximum=600),
+            reconcile_interval=env.number(
+                "WS_GATEWAY_RECONCILE_INTERVAL", d.reconcile_interval, minimum=0.1, maximum=3600
+            ),
             worker_id=env.text("WS_GATEWAY_WORKER_ID", hostname),
             lease_ttl=lease_ttl,
             lease_renew_interval=lease_renew,
-            book_output=env.choice("WS_GATEWAY_BOOK_OUTPUT", "stream", ("stream", "top", "both")),
-            book_top_interval=env.integer("WS_GATEWAY_BOOK_TOP_INTERVAL_MS", 100, minimum=10, maximum=60_000) / 1000,
-            book_top_levels=env.integer("WS_GATEWAY_BOOK_TOP_LEVELS", 25, minimum=1, maximum=1000),
-            book_checksum_levels=env.integer("WS_GATEWAY_BOOK_CHECKSUM_LEVELS", 25, minimum=1, maximum=1000),
-            snapshot_timeout=env.number("WS_GATEWAY_SNAPSHOT_TIMEOUT", 5.0, minimum=0.1, maximum=300),
-            market_queue_max_length=env.integer(
-                "WS_GATEWAY_MARKET_QUEUE_MAX_LENGTH", 100_000, minimum=1, maximum=100_000_000
+            book_output=env.choice("WS_GATEWAY_BOOK_OUTPUT", d.book_output, ("stream", "top", "both")),
+            book_top_interval=env.integer(
+                "WS_GATEWAY_BOOK_TOP_INTERVAL_MS", round(d.book_top_interval * 1000), minimum=10, maximum=60_000
+            )
+            / 1000,
+            book_top_levels=env.integer("WS_GATEWAY_BOOK_TOP_LEVELS", d.book_top_levels, minimum=1, maximum=1000),
+            book_checksum_levels=env.integer(
+                "WS_GATEWAY_BOOK_CHECKSUM_LEVELS", d.book_checksum_levels, minimum=1, maximum=1000
             ),
-            shutdown_grace=env.number("WS_GATEWAY_SHUTDOWN_GRACE", 10.0, minimum=0, maximum=600),
-            metrics_host=env.text("WS_GATEWAY_WORKER_METRICS_HOST", "127.0.0.1"),
-            metrics_port=env.integer("WS_GATEWAY_WORKER_METRICS_PORT", 9464, minimum=0, maximum=65535),
-            log_level=env.choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
-            log_format=env.choice("LOG_FORMAT", "auto", ("auto", "json", "pretty")),
-            option_base_coins=_coins(env.text("BYBIT_OPTION_BASE_COINS", "BTC,ETH,SOL")),
+            snapshot_timeout=env.number("WS_GATEWAY_SNAPSHOT_TIMEOUT", d.snapshot_timeout, minimum=0.1, maximum=300),
+            market_queue_max_length=env.integer(
+                "WS_GATEWAY_MARKET_QUEUE_MAX_LENGTH", d.market_queue_max_length, minimum=1, maximum=100_000_000
+            ),
+            shutdown_grace=env.number("WS_GATEWAY_SHUTDOWN_GRACE", d.shutdown_grace, minimum=0, maximum=600),
+            metrics_host=env.text("WS_GATEWAY_WORKER_METRICS_HOST", d.metrics_host),
+            metrics_port=env.integer("WS_GATEWAY_WORKER_METRICS_PORT", d.metrics_port, minimum=0, maximum=65535),
+            log_level=env.choice("LOG_LEVEL", d.log_level, ("debug", "info", "warning", "error")),
+            log_format=env.choice("LOG_FORMAT", d.log_format, ("auto", "json", "pretty")),
+            option_base_coins=_coins(env.text("BYBIT_OPTION_BASE_COINS", ",".join(d.option_base_coins))),
         )
 
 

@@ -18,6 +18,7 @@ from control_api.errors import DatabaseUnavailable
 from control_api.routes.common import Db, Relay
 from control_api.routes.workers import read_workers
 from shared.api import DependencyHealth, Health, WorkerHealth
+from shared.heartbeat import WorkerHeartbeat
 from shared.schema import WorkerHeartbeatRow
 
 
@@ -37,11 +38,11 @@ async def worker_health(db: Database, stale_after: float) -> WorkerHealth:
     if row is None:
         return WorkerHealth(status="unknown", detail="no worker has reported yet")
     age = (datetime.now(UTC) - row.updated_at).total_seconds()
-    state = row.state
+    heartbeat = WorkerHeartbeat.from_json(row.state)
     unwell = [m.worker_id for m in cluster.items if m.alive and m.healthy is False]
     if age > stale_after:
         status, detail = "stale", f"no heartbeat for {age:.0f}s"
-    elif not state.get("healthy", False) or unwell:
+    elif not heartbeat.healthy or unwell:
         status, detail = "degraded", "a wanted Bybit socket is down"
         if unwell:
             detail += f" (on {', '.join(unwell)})"
@@ -52,8 +53,8 @@ async def worker_health(db: Database, stale_after: float) -> WorkerHealth:
         detail=detail,
         worker_id=row.worker_id,
         heartbeat_age_s=round(age, 1),
-        sockets=state.get("sockets"),
-        publisher=state.get("publisher"),
+        sockets=heartbeat.sockets,
+        publisher=heartbeat.publisher,
         members=cluster.items,
         private_holder=cluster.private_holder,
         unowned_topics=cluster.unowned_count,

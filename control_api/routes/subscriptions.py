@@ -20,7 +20,7 @@ from control_api.errors import BadRequest, NotFound
 from control_api.notices import record_change
 from control_api.routes.common import MAX_OFFSET, MAX_PAGE, Db, Relay, error_responses, paginate, trace_id_of
 from shared.api import CancelledCount, ServiceName, Subscription, SubscriptionCreate, SubscriptionPage
-from shared.commands import SubscriptionChange
+from shared.commands import ChangeAction, SubscriptionChange
 from shared.enums import Category, ChannelType, Endpoint, SubscriptionStatus
 from shared.schema import SubscriptionRow
 from shared.topics import TopicError, topic_for
@@ -46,7 +46,7 @@ def subscription_from_row(row: SubscriptionRow) -> Subscription:
     )
 
 
-def change_of(row: SubscriptionRow, action: str) -> SubscriptionChange:
+def change_of(row: SubscriptionRow, action: ChangeAction) -> SubscriptionChange:
     return SubscriptionChange(
         action=action,
         subscription_id=row.id,
@@ -134,7 +134,7 @@ class SubscriptionController(Controller):
             if created is None:
                 existing = (await session.scalars(select(SubscriptionRow).where(*live_key))).one()
                 return Response(subscription_from_row(existing), status_code=HTTP_200_OK)
-            await record_change(session, [change_of(created, "created")], trace_id_of(request))
+            await record_change(session, [change_of(created, ChangeAction.CREATED)], trace_id_of(request))
         relay.wake()
         return Response(subscription_from_row(created), status_code=HTTP_201_CREATED)
 
@@ -201,7 +201,7 @@ class SubscriptionController(Controller):
                 if existing is None:
                     raise NotFound(f"no subscription {subscription_id}")
                 return subscription_from_row(existing)
-            await record_change(session, [change_of(row, "cancelled")], trace_id_of(request))
+            await record_change(session, [change_of(row, ChangeAction.CANCELLED)], trace_id_of(request))
         relay.wake()
         return subscription_from_row(row)
 
@@ -217,7 +217,9 @@ class SubscriptionController(Controller):
         async with db.transaction() as session:
             rows = (await session.scalars(_cancel(SubscriptionRow.requesting_service == service))).all()
             if rows:
-                await record_change(session, [change_of(row, "cancelled") for row in rows], trace_id_of(request))
+                await record_change(
+                    session, [change_of(row, ChangeAction.CANCELLED) for row in rows], trace_id_of(request)
+                )
         if rows:
             relay.wake()
         return CancelledCount(cancelled=len(rows))

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_api.routes.common import Db, error_responses
 from shared.api import WorkerMember, Workers
+from shared.heartbeat import WorkerHeartbeat
 from shared.schema import (
     PRIVATE_LEASE,
     LeaseRow,
@@ -31,7 +32,7 @@ async def read_workers(session: AsyncSession, *, with_topics: bool) -> Workers:
     now: datetime = (await session.execute(select(func.now()))).scalar_one()
     rows = (
         await session.execute(
-            select(WorkerMemberRow, WorkerHeartbeatRow.updated_at, WorkerHeartbeatRow.state["healthy"])
+            select(WorkerMemberRow, WorkerHeartbeatRow.updated_at, WorkerHeartbeatRow.state)
             .outerjoin(WorkerHeartbeatRow, WorkerHeartbeatRow.worker_id == WorkerMemberRow.worker_id)
             .order_by(WorkerMemberRow.worker_id)
         )
@@ -45,7 +46,7 @@ async def read_workers(session: AsyncSession, *, with_topics: bool) -> Workers:
     ).all()
     members: list[WorkerMember] = []
     owned: set[str] = set()
-    for member, heartbeat_at, healthy in rows:
+    for member, heartbeat_at, heartbeat in rows:
         alive = member.lease_expires_at > now
         topics = member_topics(member.topics)
         if alive:
@@ -61,7 +62,7 @@ async def read_workers(session: AsyncSession, *, with_topics: bool) -> Workers:
                 topic_count=sum(len(listed) for listed in topics.values()),
                 topics=topics if with_topics else None,
                 heartbeat_age_s=round((now - heartbeat_at).total_seconds(), 3) if heartbeat_at else None,
-                healthy=healthy if isinstance(healthy, bool) else None,
+                healthy=WorkerHeartbeat.from_json(heartbeat).healthy if heartbeat is not None else None,
             )
         )
     unowned = sorted({f"{endpoint}:{topic}" for endpoint, topic in wanted} - owned)

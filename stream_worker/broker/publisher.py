@@ -37,11 +37,10 @@ from loguru import logger
 from shared.config import redact_url
 from shared.enums import ChannelType
 from shared.events import EVENT_CONTENT_TYPE, EventEnvelope
-from shared.routing import EVENTS_EXCHANGE
+from shared.routing import DEFAULT_MARKET_MAX_LENGTH, EVENTS_EXCHANGE
 from stream_worker.backoff import Backoff
 from stream_worker.broker.channel_writer import ChannelWriter, Confirmation
 from stream_worker.broker.topology import (
-    DEFAULT_MARKET_MAX_LENGTH,
     bind_queue,
     declare_exchange,
     declare_queue,

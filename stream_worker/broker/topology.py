@@ -22,10 +22,8 @@ from aiormq.exceptions import AMQPChannelError, AMQPConnectionError, ChannelInva
 from pamqp.common import FieldTable
 
 from shared.enums import ChannelType
-from shared.routing import ACCOUNT_CHANNELS, EVENTS_EXCHANGE, service_queue
+from shared.routing import DEFAULT_MARKET_MAX_LENGTH, EVENTS_EXCHANGE, queue_arguments, service_queue
 from stream_worker.errors import BrokerUnavailable, TopologyError
-
-DEFAULT_MARKET_MAX_LENGTH = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,17 +42,10 @@ def queue_spec(
     service: str, channel_type: ChannelType, *, market_max_length: int = DEFAULT_MARKET_MAX_LENGTH
 ) -> QueueSpec:
     """The queue a service reads one channel type from, with its declaration arguments."""
-    name = service_queue(service, channel_type)
-    if channel_type in ACCOUNT_CHANNELS:
-        return QueueSpec(name=name, arguments={"x-queue-type": "quorum"})
-    if market_max_length < 1:
-        raise ValueError(f"market_max_length must be at least 1, got {market_max_length}")
-    # Classic (the default type, so no x-queue-type). pamqp picks the integer width from the value, so one
-    # value always encodes to the same AMQP type and a restart re-declares it identically.
-    return QueueSpec(
-        name=name,
-        arguments={"x-max-length": int(market_max_length), "x-overflow": "drop-head"},
-    )
+    # pamqp picks an integer's AMQP width from its value, so one value always encodes to the same type and a
+    # restart re-declares the queue identically.
+    arguments: FieldTable = dict(queue_arguments(channel_type, market_max_length))  # type: ignore[arg-type]
+    return QueueSpec(name=service_queue(service, channel_type), arguments=arguments)
 
 
 @contextlib.contextmanager

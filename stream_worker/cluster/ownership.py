@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from loguru import logger
 
 from shared.enums import Endpoint
+from shared.heartbeat import ClusterHealth
 from stream_worker.cluster.assignment import Assignment, TopicKey
+from stream_worker.cluster.handover import Handover, hand_over
 from stream_worker.cluster.membership import ClusterView, MembershipStore, PrivateLease
 from stream_worker.state.persistence import DATABASE_ERRORS
 
@@ -68,39 +69,44 @@ class Cluster:
         self._reported: dict[str, list[str]] | None = None
 
     def owned(self, topics: dict[Endpoint, set[str]]) -> dict[Endpoint, set[str]]:
-        """Of the wanted topics, those this worker must subscribe: its rendezvous share of the public ones,
-        and the private ones while it holds the private lease."""
-        if not self.ready:
-            return {}
-        public: dict[Endpoint, set[str]] = {e: t for e, t in topics.items() if e is not Endpoint.PRIVATE}
-        owned = self.assignment.mine(public)
-        self._keep_while_handing_over(public, owned)
-        if self.holds_private and topics.get(Endpoint.PRIVATE):
-            owned[Endpoint.PRIVATE] = set(topics[Endpoint.PRIVATE])
-        self.assignment.forget({(e, t) for e, endpoint_topics in topics.items() for t in endpoint_topics})
-        self._owned = {endpoint.value: sorted(owned_topics) for endpoint, owned_topics in sorted(owned.items())}
-        return owned
+        """Of the wanted topics, those this worker serves now. A read: it changes nothing (see `claim`)."""
+        return self._ownership(topics).owned
 
-    def _keep_while_handing_over(self, public: dict[Endpoint, set[str]], owned: dict[Endpoint, set[str]]) -> None:
-        """Make before break: a topic that moves to a worker that just joined stays ours until the newcomer
-        reports it subscribed (after at least the grace, at most the cap). Dropping it at once would leave it
-        unserved until then; keeping it costs a moment of duplicates, which `event_id` absorbs."""
-        now = self._clock()
+    def claim(self, topics: dict[Endpoint, set[str]]) -> dict[Endpoint, set[str]]:
+        """As `owned`, and remember the answer as what we serve: the convergence calls this before it applies
+        the topics, so a later handover knows what we had."""
+        handover = self._ownership(topics)
+        self._releasing = handover.releasing
+        self._served = {(endpoint, topic) for endpoint, served in handover.owned.items() for topic in served}
+        self.assignment.forget({(e, t) for e, endpoint_topics in topics.items() for t in endpoint_topics})
+        self._owned = {endpoint.value: sorted(owned) for endpoint, owned in sorted(handover.owned.items())}
+        return handover.owned
+
+    def _ownership(self, topics: dict[Endpoint, set[str]]) -> Handover:
+        """Our rendezvous share of the public topics plus those still being handed over, and the private ones
+        while we hold the private lease."""
+        if not self.ready:
+            return Handover(owned={}, releasing={})
+        public: dict[Endpoint, set[str]] = {e: t for e, t in topics.items() if e is not Endpoint.PRIVATE}
         served = self.view.served if self.view is not None else None
-        releasing: dict[TopicKey, float] = {}
-        for endpoint, endpoint_topics in public.items():
-            for topic in endpoint_topics - owned.get(endpoint, set()):
-                key = (endpoint, topic)
-                if key not in self._served:
-                    continue
-                since = self._releasing.get(key, now)
-                owner = self.assignment.owner(endpoint, topic)
-                taken = served is not None and (endpoint.value, topic) in served.get(owner or "", frozenset())
-                if now - since < self._handover_cap and (now - since < self._handover_grace or not taken):
-                    releasing[key] = since
-                    owned.setdefault(endpoint, set()).add(topic)
-        self._releasing = releasing
-        self._served = {(endpoint, topic) for endpoint, topics in owned.items() for topic in topics}
+
+        def taken(endpoint: Endpoint, topic: str) -> bool:
+            owner = self.assignment.owner(endpoint, topic)
+            return served is not None and (endpoint.value, topic) in served.get(owner or "", frozenset())
+
+        handover = hand_over(
+            public=public,
+            share=self.assignment.mine(public),
+            served=self._served,
+            releasing=self._releasing,
+            now=self._clock(),
+            grace=self._handover_grace,
+            cap=self._handover_cap,
+            taken=taken,
+        )
+        if self.holds_private and topics.get(Endpoint.PRIVATE):
+            handover.owned[Endpoint.PRIVATE] = set(topics[Endpoint.PRIVATE])
+        return handover
 
     def _report(self) -> dict[str, list[str]]:
         """What we tell the others we serve: our topics that Bybit has acknowledged, so a worker handing a
@@ -192,20 +198,20 @@ class Cluster:
             return
         logger.info("left the cluster")
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> ClusterHealth:
         lease = self.view.private if self.view is not None else None
-        return {
-            "ready": self.ready,
-            "members": sorted(self.assignment.members),
-            "holds_private": self.holds_private,
-            "private_holder": lease.holder if lease is not None and lease.expires_in_s > 0 else None,
-            "owned_topics": {endpoint: len(topics) for endpoint, topics in self._owned.items()},
-            "handing_over": len(self._releasing),
-            "renewals": self.renewals,
-            "failed_renewals": self.failed_renewals,
-            "changes": self.changes,
-            "duplicate_worker_id": bool(self.twins),
-        }
+        return ClusterHealth(
+            ready=self.ready,
+            members=sorted(self.assignment.members),
+            holds_private=self.holds_private,
+            private_holder=lease.holder if lease is not None and lease.expires_in_s > 0 else None,
+            owned_topics={endpoint: len(topics) for endpoint, topics in self._owned.items()},
+            handing_over=len(self._releasing),
+            renewals=self.renewals,
+            failed_renewals=self.failed_renewals,
+            changes=self.changes,
+            duplicate_worker_id=bool(self.twins),
+        )
 
     @property
     def private_served_elsewhere(self) -> bool:

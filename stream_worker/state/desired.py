@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import msgspec
 
-from shared.commands import SubscriptionChange
+from shared.commands import ChangeAction, SubscriptionChange
 from shared.enums import Category, ChannelType, Endpoint
 from shared.routing import binding_key
 from shared.topics import TopicSpec
@@ -76,11 +76,12 @@ class DesiredSet:
     def apply(self, changes: Iterable[SubscriptionChange], revision: int) -> None:
         """Apply one notice's changes; the caller checked that `revision` follows ours."""
         for change in changes:
-            if change.action == "created":
-                want = Want.from_change(change)
-                self._wants[want.subscription_id] = want
-            else:
-                self._wants.pop(change.subscription_id, None)
+            match change.action:
+                case ChangeAction.CREATED:
+                    want = Want.from_change(change)
+                    self._wants[want.subscription_id] = want
+                case ChangeAction.CANCELLED:
+                    self._wants.pop(change.subscription_id, None)
         self.revision = revision
 
     def topics(self) -> dict[Endpoint, set[str]]:
@@ -96,19 +97,3 @@ class DesiredSet:
 
     def bindings(self) -> set[Binding]:
         return {want.binding for want in self._wants.values()}
-
-
-class TopicChanges(msgspec.Struct, frozen=True, kw_only=True):
-    subscribe: dict[Endpoint, set[str]]
-    unsubscribe: dict[Endpoint, set[str]]
-
-
-def topic_changes(actual: dict[Endpoint, set[str]], desired: dict[Endpoint, set[str]]) -> TopicChanges:
-    """What to subscribe (0 -> 1 subscribers) and unsubscribe (1 -> 0) to go from `actual` to `desired`."""
-    endpoints = set(actual) | set(desired)
-    subscribe = {e: desired.get(e, set()) - actual.get(e, set()) for e in endpoints}
-    unsubscribe = {e: actual.get(e, set()) - desired.get(e, set()) for e in endpoints}
-    return TopicChanges(
-        subscribe={e: t for e, t in subscribe.items() if t},
-        unsubscribe={e: t for e, t in unsubscribe.items() if t},
-    )

@@ -12,7 +12,6 @@ import contextlib
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
 
 from loguru import logger
 from sqlalchemy import bindparam, select, text, update
@@ -21,6 +20,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from shared.enums import Category, ChannelType, Endpoint, SubscriptionStatus
+from shared.heartbeat import WorkerHeartbeat
 from shared.schema import DesiredStateRow, SubscriptionRow, WorkerHeartbeatRow
 from stream_worker.backoff import Backoff
 from stream_worker.state.desired import DesiredSet, Want
@@ -104,8 +104,9 @@ class Store:
         async with asyncio.timeout(self.timeout), self.engine.begin() as connection:
             await connection.execute(statement.execution_options(synchronize_session=False), parameters)
 
-    async def write_heartbeat(self, worker_id: str, state: dict[str, Any]) -> None:
+    async def write_heartbeat(self, worker_id: str, heartbeat: WorkerHeartbeat) -> None:
         now = datetime.now(UTC)
+        state = heartbeat.to_json()
         statement = insert(WorkerHeartbeatRow).values(worker_id=worker_id, updated_at=now, state=state)
         statement = statement.on_conflict_do_update(
             index_elements=[WorkerHeartbeatRow.worker_id], set_={"updated_at": now, "state": state}

@@ -42,6 +42,7 @@ def test_launcher_migrates_serves_and_stops_on_sigterm(database_url: str, rabbit
         "WS_GATEWAY_API_KEY": "launcher-key",
         "WS_GATEWAY_PORT": str(port),
         "LOG_FORMAT": "json",
+        "WS_GATEWAY_WORKER_METRICS_PORT": "0",  # another suite or worker may hold the default port
     }
     launcher = subprocess.Popen(
         [sys.executable, "-m", "ws_gateway_dev"],

@@ -119,7 +119,7 @@ async def test_two_running_workers_with_one_worker_id_are_reported(
         start_worker(worker_id="twin", **FAST_LEASES) as second,
     ):
         await wait_until(lambda: first.cluster.twins and second.cluster.twins, timeout=10, what="both see the twin")
-        assert first.cluster.health()["duplicate_worker_id"] is True
+        assert first.cluster.health().duplicate_worker_id is True
         assert first.cluster.twins == {second.instance_id}
 
 

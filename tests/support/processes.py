@@ -55,6 +55,8 @@ def worker_env(
         "BYBIT_API_SECRET": api_secret,
         "BYBIT_RECONNECT_CAP": "0.5",
         "LOG_FORMAT": "json",
+        # A fixed metrics port would make two workers (two tests, or a second suite beside this one) collide.
+        "WS_GATEWAY_WORKER_METRICS_PORT": "0",
         **extra,
     }
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import uuid
 
-from shared.commands import SubscriptionChange
+import msgspec
+import pytest
+
+from shared.commands import COMMAND_DECODER, COMMAND_ENCODER, ChangeAction, SubscriptionChange, SubscriptionsChanged
 from shared.enums import Category, ChannelType, Endpoint
-from stream_worker.state.desired import Binding, DesiredSet, Want, topic_changes
+from stream_worker.state.desired import Binding, DesiredSet, Want
 
 
 def want(service: str, topic: str = "publicTrade.BTCUSDT", endpoint: Endpoint = Endpoint.LINEAR) -> Want:
@@ -21,7 +24,7 @@ def want(service: str, topic: str = "publicTrade.BTCUSDT", endpoint: Endpoint = 
     )
 
 
-def change(action: str, item: Want) -> SubscriptionChange:
+def change(action: ChangeAction, item: Want) -> SubscriptionChange:
     return SubscriptionChange(
         action=action,
         subscription_id=item.subscription_id,
@@ -50,9 +53,9 @@ def test_two_services_on_one_topic_are_one_topic_with_two_subscribers() -> None:
 def test_topic_stays_wanted_until_the_last_subscriber_leaves() -> None:
     a, b = want("a"), want("b")
     desired = DesiredSet([a, b], revision=2)
-    desired.apply([change("cancelled", a)], revision=3)
+    desired.apply([change(ChangeAction.CANCELLED, a)], revision=3)
     assert desired.topics() == {Endpoint.LINEAR: {"publicTrade.BTCUSDT"}}
-    desired.apply([change("cancelled", b)], revision=4)
+    desired.apply([change(ChangeAction.CANCELLED, b)], revision=4)
     assert desired.topics() == {}
     assert desired.revision == 4
 
@@ -62,9 +65,12 @@ def test_same_topic_name_on_two_sockets_is_two_topics() -> None:
     assert desired.topics() == {Endpoint.SPOT: {"publicTrade.BTCUSDT"}, Endpoint.LINEAR: {"publicTrade.BTCUSDT"}}
 
 
-def test_topic_changes_subscribe_on_zero_to_one_and_unsubscribe_on_one_to_zero() -> None:
-    actual = {Endpoint.LINEAR: {"a", "b"}, Endpoint.SPOT: {"c"}}
-    desired = {Endpoint.LINEAR: {"b", "d"}, Endpoint.OPTION: {"e"}}
-    changes = topic_changes(actual, desired)
-    assert changes.subscribe == {Endpoint.LINEAR: {"d"}, Endpoint.OPTION: {"e"}}
-    assert changes.unsubscribe == {Endpoint.LINEAR: {"a"}, Endpoint.SPOT: {"c"}}
+def test_a_notice_with_an_unknown_action_does_not_decode_rather_than_cancel() -> None:
+    item = want("a")
+    notice = SubscriptionsChanged(
+        revision=2, trace_id="t", created_at_ms=0, changes=[change(ChangeAction.CREATED, item)]
+    )
+    raw = msgspec.json.decode(COMMAND_ENCODER.encode(notice))
+    raw["changes"][0]["action"] = "paused"
+    with pytest.raises(msgspec.ValidationError, match="action"):
+        COMMAND_DECODER.decode(msgspec.json.encode(raw))

@@ -1,0 +1,179 @@
+"""Converging Bybit subscriptions and queue bindings to the desired state in PostgreSQL (level-triggered).
+
+Triggers: start-up, the reconcile timer, a socket (re)connect, a change notice (applied in revision order; a gap
+means a missed notice, so the whole set is re-read), and a cluster change. Each computes one plan with the pure
+`reconciler.plan` and applies it under one lock, so two triggers never interleave their ops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Callable, Mapping
+
+from loguru import logger
+
+from shared.commands import Command, ResyncRequested, SubscriptionsChanged
+from shared.enums import Endpoint, SubscriptionStatus
+from stream_worker.broker.publisher import Publisher
+from stream_worker.cluster.ownership import Cluster
+from stream_worker.envelopes.market import MarketState
+from stream_worker.errors import WorkerError
+from stream_worker.exchange.connection import Connection
+from stream_worker.op_traces import OpTraces
+from stream_worker.state.desired import Binding, DesiredSet
+from stream_worker.state.persistence import DATABASE_ERRORS, StateWriter, Store
+from stream_worker.state.reconciler import plan
+
+NO_KEYS = "BYBIT_API_KEY/BYBIT_API_SECRET are not configured: private channels are unavailable"
+
+
+class Convergence:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        state: StateWriter,
+        publisher: Publisher,
+        connections: Mapping[Endpoint, Connection],
+        markets: Mapping[Endpoint, MarketState],
+        cluster: Callable[[], Cluster],
+        op_traces: OpTraces,
+        reconcile_interval: float,
+    ) -> None:
+        self.desired = DesiredSet()
+        self.bound: set[Binding] = set()
+        self.reloads = 0  # full re-reads of the desired set that succeeded
+        self._store = store
+        self._state = state
+        self._publisher = publisher
+        self._connections = connections
+        self._markets = markets
+        self._cluster = cluster  # built after us: it asks us nothing, we ask it who owns what
+        self._op_traces = op_traces
+        self._reconcile_interval = reconcile_interval
+        self._lock = asyncio.Lock()
+        self._reload_requested = asyncio.Event()
+        self._cluster_changed = asyncio.Event()
+        self._statuses_written: dict[tuple[Endpoint, str], frozenset[uuid.UUID]] = {}
+
+    # -- triggers -----------------------------------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        """Soon, not now: called from a socket's task when it (re)connects."""
+        self._reload_requested.set()
+
+    def cluster_changed(self) -> None:
+        self._cluster_changed.set()
+
+    async def run_timer(self) -> None:
+        """Re-read on start-up, every reconcile interval, and soon after any reload request."""
+        while True:
+            self._reload_requested.clear()
+            await self.reload()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reload_requested.wait(), self._reconcile_interval)
+
+    async def follow_cluster(self) -> None:
+        """Membership or the private lease moved: subscribe what became ours, drop what is no longer ours."""
+        while True:
+            await self._cluster_changed.wait()
+            self._cluster_changed.clear()
+            async with self._lock:
+                await self._converge()
+
+    async def reload(self) -> None:
+        """Re-read the whole desired set from PostgreSQL and converge to it."""
+        async with self._lock:
+            try:
+                desired = await self._store.load_desired()
+            except DATABASE_ERRORS as error:
+                logger.bind(error=type(error).__name__).warning("cannot read desired subscriptions; keeping ours")
+                return
+            if desired.revision != self.desired.revision:
+                logger.bind(revision=desired.revision, subscriptions=len(desired)).info("desired set loaded")
+            self.desired = desired
+            self.reloads += 1
+            await self._converge()
+
+    async def on_command(self, command: Command) -> None:
+        match command:
+            case SubscriptionsChanged(revision=revision, changes=changes):
+                async with self._lock:
+                    if revision <= self.desired.revision:
+                        return  # already applied (a notice can arrive twice, or after a full read)
+                    if revision == self.desired.revision + 1:
+                        self.desired.apply(changes, revision)
+                        logger.bind(revision=revision, changes=len(changes)).info("change notice applied")
+                        await self._converge(trace_id=command.trace_id)
+                        return
+                logger.bind(expected=self.desired.revision + 1, got=revision).info("missed notices; re-reading")
+                await self.reload()
+            case ResyncRequested():
+                await self.reload()
+
+    # -- applying a plan ----------------------------------------------------------------------------------
+
+    async def _converge(self, trace_id: str | None = None) -> None:
+        """Bind, subscribe and unsubscribe until Bybit and RabbitMQ match the desired set.
+
+        `trace_id` is the change notice's: the ops it causes, and their acks, are logged under it.
+        """
+        topics = self.desired.topics()
+        steps = plan(
+            desired_bindings=self.desired.bindings(),
+            bound=self.bound,
+            owned=self._cluster().claim(topics),  # no worker subscribes a topic it does not own
+            wanted={endpoint: c.protocol.wanted for endpoint, c in self._connections.items()},
+        )
+        for binding in steps.bind:
+            try:
+                await self._publisher.bind(binding.service, binding.channel_type, binding.key)
+            except WorkerError as error:  # RabbitMQ away or the queue declared otherwise: retried next round
+                logger.bind(service=binding.service, key=binding.key, error=str(error)).warning("cannot bind queue")
+                continue
+            self.bound.add(binding)
+        for endpoint, added in steps.subscribe.items():
+            for topic in added:
+                self._op_traces.log(endpoint, topic, trace_id).info("subscribe requested")
+                self._connections[endpoint].want(topic)
+        for endpoint, removed in steps.unsubscribe.items():
+            for topic in removed:
+                self._op_traces.log(endpoint, topic, trace_id).info("unsubscribe requested")
+                self._connections[endpoint].unwant(topic)
+            if endpoint in self._markets:
+                self._markets[endpoint].forget(removed)
+        for binding in steps.unbind:
+            try:
+                await self._publisher.unbind(binding.service, binding.channel_type, binding.key)
+            except WorkerError as error:
+                logger.bind(service=binding.service, key=binding.key, error=str(error)).warning("cannot unbind queue")
+                continue
+            self.bound.discard(binding)
+        self._write_known_statuses(topics)
+
+    # -- subscription statuses ----------------------------------------------------------------------------
+
+    def settled(self, endpoint: Endpoint, topic: str, status: SubscriptionStatus, reason: str | None = None) -> None:
+        """Bybit answered for a topic: every live row that wants it takes the status."""
+        self._state.set_status(endpoint, topic, status, reason)
+        self._statuses_written[(endpoint, topic)] = frozenset(self.desired.subscription_ids(endpoint, topic))
+
+    def _write_known_statuses(self, topics: dict[Endpoint, set[str]]) -> None:
+        """Give rows created for an already settled topic (acked, rejected, or unservable) their status."""
+        for endpoint, endpoint_topics in topics.items():
+            connection = self._connections.get(endpoint)
+            for topic in endpoint_topics:
+                ids = frozenset(self.desired.subscription_ids(endpoint, topic))
+                if self._statuses_written.get((endpoint, topic)) == ids:
+                    continue
+                if connection is None:
+                    if self._cluster().private_served_elsewhere:
+                        continue  # a worker with keys serves it: its acks write the status
+                    self.settled(endpoint, topic, SubscriptionStatus.FAILED, NO_KEYS)
+                elif topic in connection.protocol.subscribed:
+                    self.settled(endpoint, topic, SubscriptionStatus.ACTIVE)
+                elif topic in connection.protocol.failed:
+                    self.settled(endpoint, topic, SubscriptionStatus.FAILED, connection.protocol.failed[topic])
+                # else still pending: its ack will write the status

@@ -1,0 +1,99 @@
+"""The worker's own account of its health: written as its heartbeat row, read by the API's /health and status."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+
+import msgspec
+from loguru import logger
+
+from shared.enums import Endpoint
+from shared.heartbeat import PublisherHealth, ResyncHealth, SocketHealth, WorkerHeartbeat
+from stream_worker.broker.commands import CommandListener
+from stream_worker.broker.publisher import Publisher
+from stream_worker.cluster.ownership import Cluster
+from stream_worker.convergence import NO_KEYS, Convergence
+from stream_worker.dispatch import Dispatcher
+from stream_worker.envelopes.market import MarketState
+from stream_worker.exchange.account_sync import AccountSync
+from stream_worker.exchange.connection import Connection
+from stream_worker.state.persistence import DATABASE_ERRORS, StateWriter, Store
+
+HEARTBEAT_SECONDS = 5.0
+
+
+class Health:
+    def __init__(
+        self,
+        *,
+        connections: Mapping[Endpoint, Connection],
+        markets: Mapping[Endpoint, MarketState],
+        publisher: Publisher,
+        commands: CommandListener,
+        state: StateWriter,
+        convergence: Convergence,
+        dispatcher: Dispatcher,
+        cluster: Cluster,
+        account_sync: AccountSync | None,
+    ) -> None:
+        self._connections = connections
+        self._markets = markets
+        self._publisher = publisher
+        self._commands = commands
+        self._state = state
+        self._convergence = convergence
+        self._dispatcher = dispatcher
+        self._cluster = cluster
+        self._account_sync = account_sync
+
+    def report(self) -> WorkerHeartbeat:
+        now = time.monotonic()
+        sockets: dict[str, SocketHealth] = {}
+        healthy = True
+        for endpoint, connection in self._connections.items():
+            protocol = connection.protocol
+            wanted = len(protocol.wanted)
+            up = connection.connected and (not endpoint.private or protocol.authenticated)
+            if wanted and not up:
+                healthy = False
+            last = protocol.last_received
+            sockets[endpoint.value] = SocketHealth(
+                wanted=wanted,
+                connected=connection.connected,
+                authenticated=protocol.authenticated if endpoint.private else None,
+                topics=len(protocol.subscribed),
+                failed_topics=len(protocol.failed),
+                last_message_age_s=round(now - last, 3) if last is not None and connection.connected else None,
+                reconnects=connection.reconnects,
+                auth_failures=connection.auth_failures,
+                last_end_reason=connection.last_end_reason,
+            )
+        desired = self._convergence.desired.topics()
+        if desired.get(Endpoint.PRIVATE) and Endpoint.PRIVATE not in self._connections:
+            sockets["private"] = SocketHealth(wanted=len(desired[Endpoint.PRIVATE]), detail=NO_KEYS)
+        resync = self._account_sync.state if self._account_sync is not None else None
+        return WorkerHeartbeat(
+            healthy=healthy,
+            revision=self._convergence.desired.revision,
+            sockets=sockets,
+            publisher=msgspec.convert(self._publisher.stats_dict(), PublisherHealth),
+            counters=dict(self._dispatcher.counters),
+            market={e.value: dict(m.counters) for e, m in self._markets.items() if m.counters},
+            commands_connected=self._commands.connected,
+            state_pending=self._state.pending,
+            account_resync=msgspec.convert(resync, ResyncHealth) if resync is not None else None,
+            cluster=self._cluster.health(),
+        )
+
+
+async def write_heartbeats(
+    store: Store, worker_id: str, report: Callable[[], WorkerHeartbeat], interval: float = HEARTBEAT_SECONDS
+) -> None:
+    while True:
+        try:
+            await store.write_heartbeat(worker_id, report())
+        except DATABASE_ERRORS as error:
+            logger.bind(error=type(error).__name__).warning("could not write the heartbeat")
+        await asyncio.sleep(interval)
