@@ -18,7 +18,7 @@ is a `Shortfall`, which the caller publishes and counts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -44,6 +44,8 @@ class AccountMemory(Protocol):
     async def believed_open(self) -> list[OpenFact]: ...
 
     async def held_coins(self, account_type: str) -> dict[str, str]: ...  # coin -> message id that set it
+
+    def forget(self, fact: OpenFact) -> None: ...  # reported unresolved: stop asking about it
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +104,16 @@ class AccountResync:
         self, topics: Iterable[str], *, since_ms: int | None, received_ms: int, trace_id: str
     ) -> ResyncResult:
         result = ResyncResult()
-        run = _Run(self, result, received_ms, trace_id)
+        run = _Run(
+            self._rest,
+            self._normalizer,
+            result,
+            forget=self._memory.forget,
+            account_type=self._account_type,
+            max_lookback_ms=self._max_lookback_ms,
+            received_ms=received_ms,
+            trace_id=trace_id,
+        )
         wanted = wanted_categories(topics)
         believed: list[OpenFact] = []
         if ChannelType.ORDER in wanted or ChannelType.POSITION in wanted or ChannelType.EXECUTION in wanted:
@@ -131,10 +142,24 @@ def _option_coins(configured: tuple[str, ...], believed: list[OpenFact]) -> set[
 class _Run:
     """One re-sync: the REST calls and what they add to the result."""
 
-    def __init__(self, owner: AccountResync, result: ResyncResult, received_ms: int, trace_id: str) -> None:
-        self._rest = owner._rest
-        self._owner = owner
+    def __init__(
+        self,
+        rest: BybitRest,
+        normalizer: Normalizer,
+        result: ResyncResult,
+        *,
+        forget: Callable[[OpenFact], None],
+        account_type: str,
+        max_lookback_ms: int,
+        received_ms: int,
+        trace_id: str,
+    ) -> None:
+        self._rest = rest
+        self._normalizer = normalizer
+        self._forget = forget
         self._result = result
+        self._account_type = account_type
+        self._max_lookback_ms = max_lookback_ms
         self._received_ms = received_ms
         self._trace_id = trace_id
 
@@ -148,7 +173,7 @@ class _Run:
     # -- balances -------------------------------------------------------------------------------------
 
     async def wallet(self, held: dict[str, str]) -> None:
-        account_type = self._owner._account_type
+        account_type = self._account_type
         routing = account_type.lower()
         listed = await self._list(queries.WALLET_PATH, {"accountType": account_type}, ChannelType.BALANCE, routing)
         self._add("wallet", listed.items, listed.server_ms, f"rest-{listed.server_ms}")
@@ -180,7 +205,7 @@ class _Run:
         for params in queries.list_queries(ChannelType.ORDER, category):
             listed = await self._list(queries.LIST_PATHS[ChannelType.ORDER], params, ChannelType.ORDER, category.value)
             self._add(f"order.{category.value}", listed.items, listed.server_ms)
-            listed_ids.update(_field(listed.items, "orderId"))
+            listed_ids.update(_order_ids(listed.items))
         for fact in believed:
             if fact.item_key in listed_ids:
                 continue
@@ -192,6 +217,7 @@ class _Run:
             else:
                 detail = f"order {fact.item_key} ({fact.symbol}) is neither open nor in Bybit's order history"
                 self._result.shortfalls.append(Shortfall(ChannelType.ORDER, category.value, "unresolved", detail))
+                self._forget(fact)  # reported once; history will not bring it back
 
     # -- positions ------------------------------------------------------------------------------------
 
@@ -215,12 +241,10 @@ class _Run:
     # -- executions -----------------------------------------------------------------------------------
 
     async def executions(self, category: Category, since_ms: int | None, option_coins: set[str]) -> None:
-        owner = self._owner
-        windows, exceeded = queries.execution_windows(
-            since_ms, self._received_ms, max_lookback_ms=owner._max_lookback_ms
-        )
+        lookback = self._max_lookback_ms
+        windows, exceeded = queries.execution_windows(since_ms, self._received_ms, max_lookback_ms=lookback)
         if exceeded:
-            days = owner._max_lookback_ms / queries.WEEK_MS * 7
+            days = lookback / queries.WEEK_MS * 7
             detail = f"the gap began at {since_ms} (UTC ms), more than {days:g} days ago; older fills are not fetched"
             self._result.shortfalls.append(Shortfall(ChannelType.EXECUTION, category.value, "window_exceeded", detail))
         path = queries.LIST_PATHS[ChannelType.EXECUTION]
@@ -251,7 +275,7 @@ class _Run:
             data=msgspec.Raw(_ENCODE.encode(items)),
             received_at=0.0,
         )
-        normalized: Normalized = self._owner._normalizer.normalize(
+        normalized: Normalized = self._normalizer.normalize(
             push, received_ms=self._received_ms, trace_id=self._trace_id
         )
         result.events.extend(
@@ -270,8 +294,8 @@ class _Keyed(msgspec.Struct, frozen=True):
 _KEYED = msgspec.json.Decoder(_Keyed)
 
 
-def _field(items: list[msgspec.Raw], name: str) -> set[str]:
-    return {_KEYED.decode(item).order_id for item in items} if name == "orderId" else set()
+def _order_ids(items: list[msgspec.Raw]) -> set[str]:
+    return {_KEYED.decode(item).order_id for item in items}
 
 
 def _position_keys(items: list[msgspec.Raw]) -> list[str]:

@@ -137,6 +137,13 @@ class OpenItems:
         if known is None or known.exchange_ms <= fact.exchange_ms:
             self._pending[fact.key] = fact
 
+    def forget(self, fact: OpenFact) -> None:
+        """Stop believing `fact` open without a newer fact from Bybit (it was reported unresolved)."""
+        key = fact.key
+        known = self._pending.get(key)
+        if known is None or known.exchange_ms <= fact.exchange_ms:
+            self._pending[key] = msgspec.structs.replace(fact, is_open=False)
+
     @property
     def pending(self) -> int:
         return len(self._pending)

@@ -120,8 +120,10 @@ async def test_an_order_cancelled_more_than_a_day_ago_is_reported_unresolved(
     await fake.push_account("order", status="Cancelled", order_id=opened["data"][0]["orderId"])
     clock.forward(DAY_MS + 60_000)  # order-list.mdx: cancelled orders can be queried for 24 hours
     result = await resync(rest, memory, clock, ["order.linear"], since_ms=None)
+    again = await resync(rest, memory, clock, ["order.linear"], since_ms=None)
     assert reasons(result) == [("order", "linear", "unresolved")]
     assert result.resolved == {}
+    assert again.shortfalls == []  # reported once, then no longer believed open
 
 
 async def test_option_executions_are_fetched_for_every_base_coin(
