@@ -7,6 +7,8 @@ process, as in production.
 
 from __future__ import annotations
 
+import argparse
+import importlib.metadata
 import os
 import signal
 import subprocess
@@ -36,7 +38,27 @@ def stop_all(children: dict[str, subprocess.Popen[bytes]], signum: int) -> None:
             child.send_signal(signum)
 
 
-def main() -> None:
+def check_config() -> int:
+    """Each service checks its own environment and dependencies; the launcher adds its alembic.ini."""
+    codes = [subprocess.call([sys.executable, "-m", module, "--check-config"]) for _, module in SERVICES]
+    if not alembic_ini().is_file():
+        print(f"ws-gateway-dev: WS_GATEWAY_ALEMBIC_INI: no such file: {alembic_ini()}", file=sys.stderr)
+        codes.append(1)
+    return 1 if any(codes) else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="ws-gateway-dev",
+        description="Run the gateway on one machine: alembic upgrade head, then the API and the worker as child "
+        "processes (Ctrl-C or SIGTERM stops both). Configured by environment variables (see env.example).",
+    )
+    parser.add_argument("--version", action="version", version=f"ws-gateway-dev {_version()}")
+    parser.add_argument(
+        "--check-config", action="store_true", help="check both services' configuration and dependencies; start nothing"
+    )
+    if parser.parse_args(argv).check_config:
+        raise SystemExit(check_config())
     code = migrate()
     if code != 0:
         print("ws-gateway-dev: migrations failed; not starting the services", file=sys.stderr)
@@ -72,6 +94,13 @@ def main() -> None:
         # Any child that did not exit 0 (a signal shows as a negative code) makes the launcher fail too.
         exit_code = next((child.returncode for child in children.values() if child.returncode), 0)
     raise SystemExit(128 - exit_code if exit_code < 0 else exit_code)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("ws-gateway")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 if __name__ == "__main__":

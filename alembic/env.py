@@ -7,19 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-from logging.config import fileConfig
 
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
+from shared.logformat import configure_logging
 from shared.schema import metadata
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 
 config = context.config
-if config.config_file_name is not None and config.attributes.get("configure_logging", True):
-    fileConfig(config.config_file_name, disable_existing_loggers=False)
+if config.attributes.get("configure_logging", True):
+    # The same lines as the services write (LOG_FORMAT / LOG_LEVEL), so a deploy's log has one format.
+    configure_logging("alembic", os.environ.get("LOG_LEVEL", "info"), os.environ.get("LOG_FORMAT", "auto"))
 
 
 def database_url() -> str:

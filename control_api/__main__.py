@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -12,9 +13,10 @@ import uvicorn
 from loguru import logger
 
 from control_api.app import create_app
-from control_api.logging import configure_logging
 from control_api.settings import ApiSettings
+from shared import preflight
 from shared.config import ConfigError
+from shared.logformat import configure_logging
 
 GRACE_SECONDS = 10
 
@@ -40,13 +42,26 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    options = preflight.arguments(
+        "ws-gateway-api",
+        "The control API: subscriptions, balances, health and the status page. "
+        "Configured by environment variables only (see env.example).",
+        argv,
+    )
     try:
         settings = ApiSettings.from_env(os.environ)
     except ConfigError as error:
         print(f"ws-gateway-api: configuration error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    configure_logging(settings.log_level, settings.log_format)
+        raise SystemExit(2 if not options.check_config else 1) from None
+    if options.check_config:
+        raise SystemExit(
+            preflight.report(
+                "ws-gateway-api",
+                asyncio.run(preflight.dependency_problems(settings.database_url, settings.rabbitmq_url)),
+            )
+        )
+    configure_logging("control_api", settings.log_level, settings.log_format)
     logger.bind(host=settings.host, port=settings.port).info("starting control API")
     config = uvicorn.Config(
         create_app(settings),
@@ -57,7 +72,11 @@ def main() -> None:
         timeout_graceful_shutdown=GRACE_SECONDS,
         loop="uvloop" if settings.uvloop else "asyncio",
     )
-    _Server(config).run()
+    try:
+        _Server(config).run()
+    except Exception:  # noqa: BLE001 - the last word of a crashing process: log it, then exit 1
+        logger.opt(exception=True).critical("control API crashed")
+        raise SystemExit(1) from None
     logger.info("control API stopped")
 
 

@@ -12,9 +12,10 @@ from contextlib import asynccontextmanager
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from control_api.errors import DatabaseUnavailable
+from shared import schema
 
 # What "the database is unreachable" looks like from SQLAlchemy over asyncpg. Integrity and programming
 # errors are not here on purpose: they are bugs or conflicts, not outages.
@@ -34,14 +35,7 @@ def is_unavailable(error: BaseException) -> bool:
 
 
 def create_engine(database_url: str, timeout: float) -> AsyncEngine:
-    return create_async_engine(
-        database_url,
-        pool_size=10,
-        max_overflow=10,
-        pool_timeout=timeout,
-        pool_pre_ping=True,  # a restarted PostgreSQL leaves dead pooled connections behind
-        connect_args={"timeout": timeout, "command_timeout": timeout},
-    )
+    return schema.create_engine(database_url, timeout, pool_size=10, max_overflow=10)
 
 
 class Database:

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_api.db import Database
 from control_api.errors import DatabaseUnavailable
+from shared.backoff import Backoff, retry
 from shared.commands import COMMAND_ENCODER, SubscriptionChange, SubscriptionsChanged
 from shared.events import EVENT_CONTENT_TYPE
 from shared.routing import CHANGE_NOTICE_ROUTING_KEY, COMMANDS_EXCHANGE
@@ -73,10 +74,9 @@ class OutboxRelay:
     ) -> None:
         self._database = database
         self._url = rabbitmq_url
-        self._retry_max = retry_max
+        self._backoff = Backoff(0.1, retry_max, rng or random.Random())
         self._poll_interval = poll_interval
         self._connect_timeout = connect_timeout
-        self._rng = rng or random.Random()
         self._sleep = sleep
         self._wake = asyncio.Event()
         self._connection: AbstractConnection | None = None
@@ -93,29 +93,33 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Relay forever; outages of RabbitMQ or PostgreSQL are waited out with capped, jittered backoff."""
-        ceiling = 0.1
         try:
-            while True:
-                try:
-                    exchange = await self._ensure_exchange()
-                    while True:
-                        self._wake.clear()
-                        while await self._relay_batch(exchange) == RELAY_BATCH:
-                            pass
-                        ceiling = 0.1
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._wake.wait(), self._poll_interval)
-                except RETRYABLE as error:
-                    if not isinstance(error, DatabaseUnavailable):
-                        await self._disconnect()
-                    delay = self._rng.uniform(0, ceiling)
-                    logger.bind(error=type(error).__name__, retry_in_s=round(delay, 2)).warning(
-                        "outbox relay waiting for its dependencies"
-                    )
-                    await self._sleep(delay)
-                    ceiling = min(self._retry_max, ceiling * 2)
+            await retry(
+                self._relay_session, errors=RETRYABLE, backoff=self._backoff, on_error=self._on_error, sleep=self._sleep
+            )
         finally:
             await self._disconnect()
+
+    async def _relay_session(self) -> None:
+        """Relay until a dependency fails (raises); the backoff restarts from its first step once a batch went out."""
+        try:
+            exchange = await self._ensure_exchange()
+            while True:
+                self._wake.clear()
+                while await self._relay_batch(exchange) == RELAY_BATCH:
+                    pass
+                self._backoff.reset()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+        except RETRYABLE as error:
+            if not isinstance(error, DatabaseUnavailable):
+                await self._disconnect()  # a broker error may leave a half-open channel: start clean
+            raise
+
+    def _on_error(self, error: BaseException, delay: float) -> None:
+        logger.bind(error=type(error).__name__, retry_in_s=round(delay, 2)).warning(
+            "outbox relay waiting for its dependencies"
+        )
 
     async def _ensure_exchange(self) -> AbstractExchange:
         if self._exchange is not None and self.connected:

@@ -27,6 +27,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -78,8 +79,6 @@ ACCOUNT_DECIMAL_FIELDS: tuple[tuple[str, str], ...] = (
     ("accountMMRateByMp", "account_mm_rate_by_mp"),
     ("accountLTV", "account_ltv"),
 )
-
-SUBSCRIPTION_STATUSES = ("pending", "active", "failed", "cancelled")
 
 
 class Base(DeclarativeBase):
@@ -302,3 +301,16 @@ class LeaseRow(Base):
 
 
 metadata = Base.metadata
+
+
+def create_engine(database_url: str, timeout: float, *, pool_size: int, max_overflow: int) -> AsyncEngine:
+    """The async engine both services use (it connects lazily: nothing happens until first use). `timeout`
+    bounds connecting, waiting for a pooled connection and each statement."""
+    return create_async_engine(
+        database_url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=timeout,
+        pool_pre_ping=True,  # a restarted PostgreSQL leaves dead pooled connections behind
+        connect_args={"timeout": timeout, "command_timeout": timeout},
+    )

@@ -11,10 +11,11 @@ from collections.abc import Callable
 
 from loguru import logger
 
+from shared import preflight
 from shared.config import ConfigError, redact_url
+from shared.logformat import configure_logging
 from stream_worker.broker.publisher import Publisher
 from stream_worker.exchange.connection import ConnectionSettings
-from stream_worker.logging import configure_logging
 from stream_worker.settings import WorkerSettings
 from stream_worker.state.persistence import Store, create_engine
 from stream_worker.worker import Worker
@@ -49,13 +50,26 @@ async def serve(settings: WorkerSettings) -> None:
         await engine.dispose()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    options = preflight.arguments(
+        "ws-gateway-worker",
+        "The stream worker: holds the Bybit sockets and publishes events to RabbitMQ. "
+        "Configured by environment variables only (see env.example).",
+        argv,
+    )
     try:
         settings = WorkerSettings.from_env(os.environ, hostname=socket.gethostname())
     except ConfigError as error:
         print(f"ws-gateway-worker: configuration error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    configure_logging(settings.log_level, settings.log_format)
+        raise SystemExit(2 if not options.check_config else 1) from None
+    if options.check_config:
+        raise SystemExit(
+            preflight.report(
+                "ws-gateway-worker",
+                asyncio.run(preflight.dependency_problems(settings.database_url, settings.rabbitmq_url)),
+            )
+        )
+    configure_logging("stream_worker", settings.log_level, settings.log_format)
     if not settings.has_credentials:
         logger.info("no BYBIT_API_KEY/BYBIT_API_SECRET: serving public market data only")
     logger.bind(
@@ -66,8 +80,12 @@ def main() -> None:
         database=redact_url(settings.database_url),
         rabbitmq=redact_url(settings.rabbitmq_url),
     ).info("starting stream worker")
-    with asyncio.Runner(loop_factory=_loop_factory(settings.uvloop)) as runner:
-        runner.run(serve(settings))
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory(settings.uvloop)) as runner:
+            runner.run(serve(settings))
+    except Exception:  # noqa: BLE001 - the last word of a crashing process: log it, then exit 1
+        logger.opt(exception=True).critical("stream worker crashed")
+        raise SystemExit(1) from None
     logger.info("stream worker stopped")
 
 

@@ -142,7 +142,7 @@ class Worker:
                 settings=connection_settings,
             )
         self.commands = CommandListener(
-            settings.rabbitmq_url, self.worker_id, self.convergence.on_command, on_connected=self.convergence.reload
+            settings.rabbitmq_url, self.worker_id, self.convergence.on_command, reread=self.convergence.reload
         )
         membership = MembershipStore(
             store.engine,

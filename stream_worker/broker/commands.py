@@ -15,10 +15,10 @@ import msgspec
 from aiormq.exceptions import AMQPError
 from loguru import logger
 
+from shared.backoff import Backoff
 from shared.commands import COMMAND_DECODER, Command
 from shared.config import redact_url
 from shared.routing import COMMANDS_EXCHANGE
-from stream_worker.backoff import Backoff
 
 AMQP_ERRORS: tuple[type[Exception], ...] = (AMQPError, ConnectionError, OSError, TimeoutError)
 # A worker that is gone for good should not leave its queue behind forever.
@@ -35,7 +35,7 @@ class CommandListener:
         rabbitmq_url: str,
         worker_id: str,
         on_command: Callable[[Command], Awaitable[None]],
-        on_connected: Callable[[], Awaitable[None]],
+        reread: Callable[[], Awaitable[None]],  # converge to PostgreSQL: after (re)connecting, or an unreadable notice
         *,
         timeout: float = 10.0,
         reconnect_cap: float = 10.0,
@@ -45,7 +45,7 @@ class CommandListener:
         self._url = rabbitmq_url
         self.queue_name = command_queue(worker_id)
         self._on_command = on_command
-        self._on_connected = on_connected
+        self._reread = reread
         self._timeout = timeout
         self._backoff = Backoff(0.2, reconnect_cap, rng or random.Random())
         self._sleep = sleep
@@ -80,15 +80,17 @@ class CommandListener:
             self.connected = True
             self._backoff.reset()
             logger.bind(queue=self.queue_name).info("listening for change notices")
-            await self._on_connected()
+            await self._reread()
             async with queue.iterator() as messages:
                 async for message in messages:
                     try:
                         command = COMMAND_DECODER.decode(message.body)
                     except (msgspec.DecodeError, msgspec.ValidationError) as error:
                         self.undecodable += 1
-                        logger.bind(error=str(error)).warning("dropping an undecodable change notice")
+                        logger.bind(error=str(error)).warning("dropping an undecodable change notice; re-reading")
                         await message.reject(requeue=False)
+                        # What it said is in PostgreSQL: converge to that now instead of at the next timer.
+                        await self._reread()
                         continue
                     self.received += 1
                     with logger.contextualize(trace_id=command.trace_id):

@@ -34,11 +34,11 @@ from aiormq.abc import AbstractChannel, AbstractConnection
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
 from loguru import logger
 
+from shared.backoff import Backoff
 from shared.config import redact_url
 from shared.enums import ChannelType
 from shared.events import EVENT_CONTENT_TYPE, EventEnvelope
 from shared.routing import DEFAULT_MARKET_MAX_LENGTH, EVENTS_EXCHANGE
-from stream_worker.backoff import Backoff
 from stream_worker.broker.channel_writer import ChannelWriter, Confirmation
 from stream_worker.broker.topology import (
     bind_queue,

@@ -33,10 +33,6 @@ class QueueSpec:
     name: str
     arguments: FieldTable = field(hash=False)
 
-    @property
-    def quorum(self) -> bool:
-        return self.arguments.get("x-queue-type") == "quorum"
-
 
 def queue_spec(
     service: str, channel_type: ChannelType, *, market_max_length: int = DEFAULT_MARKET_MAX_LENGTH

@@ -23,8 +23,8 @@ from typing import Any
 
 from loguru import logger
 
+from shared.backoff import Backoff
 from shared.enums import Category, ChannelType
-from stream_worker.backoff import Backoff
 from stream_worker.bybit.events import Authenticated, Event, Subscribed, SubscribeRejected
 from stream_worker.bybit.protocol import BybitProtocol
 from stream_worker.cluster.membership import PrivateLease

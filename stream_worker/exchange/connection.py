@@ -18,8 +18,8 @@ import websockets
 from loguru import logger
 from websockets.asyncio.client import ClientConnection, connect
 
+from shared.backoff import Backoff
 from shared.enums import Endpoint
-from stream_worker.backoff import Backoff
 from stream_worker.bybit.events import AckTimeout, AuthRejected, Dead, Event
 from stream_worker.bybit.protocol import BybitProtocol
 

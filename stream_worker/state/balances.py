@@ -8,6 +8,7 @@ queue is bounded and blocks the private reader when full, and an outage is retri
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -17,6 +18,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.backoff import Backoff, retry
 from shared.schema import (
     ACCOUNT_DECIMAL_FIELDS,
     COIN_BOOL_FIELDS,
@@ -25,7 +27,6 @@ from shared.schema import (
     AccountBalanceRow,
     AccountTotalsRow,
 )
-from stream_worker.backoff import Backoff
 from stream_worker.envelopes.normalize import WalletUpdate
 from stream_worker.state.persistence import DATABASE_ERRORS, Store
 
@@ -105,23 +106,24 @@ class BalanceWriter:
     async def wait_drained(self) -> None:
         await self._queue.join()
 
+    def _on_error(self, error: BaseException, delay: float) -> None:
+        self.failed_writes += 1
+        logger.bind(error=type(error).__name__, retry_in_s=round(delay, 2)).warning(
+            "could not store balances; will retry"
+        )
+
     async def run(self) -> None:
         while True:
             batch = [await self._queue.get()]
             while not self._queue.empty() and len(batch) < 100:
                 batch.append(self._queue.get_nowait())
-            while True:
-                try:
-                    await save_wallets(self._store.engine, self._store.timeout, batch)
-                    break
-                except DATABASE_ERRORS as error:
-                    self.failed_writes += 1
-                    delay = self._backoff.next_delay()
-                    logger.bind(error=type(error).__name__, retry_in_s=round(delay, 2)).warning(
-                        "could not store balances; will retry"
-                    )
-                    await self._sleep(delay)
-            self._backoff.reset()
+            await retry(
+                functools.partial(save_wallets, self._store.engine, self._store.timeout, batch),
+                errors=DATABASE_ERRORS,
+                backoff=self._backoff,
+                on_error=self._on_error,
+                sleep=self._sleep,
+            )
             self.written += len(batch)
             for _ in batch:
                 self._queue.task_done()

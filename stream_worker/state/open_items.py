@@ -22,9 +22,9 @@ from loguru import logger
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
+from shared.backoff import Backoff
 from shared.enums import ChannelType
 from shared.schema import AccountOpenItemRow
-from stream_worker.backoff import Backoff
 from stream_worker.envelopes.outgoing import Outgoing
 from stream_worker.state.balances import load_held_coins
 from stream_worker.state.persistence import DATABASE_ERRORS, Store

@@ -17,12 +17,13 @@ from loguru import logger
 from sqlalchemy import bindparam, select, text, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared import schema
+from shared.backoff import Backoff
 from shared.enums import Category, ChannelType, Endpoint, SubscriptionStatus
 from shared.heartbeat import WorkerHeartbeat
 from shared.schema import DesiredStateRow, SubscriptionRow, WorkerHeartbeatRow
-from stream_worker.backoff import Backoff
 from stream_worker.state.desired import DesiredSet, Want
 
 TopicKey = tuple[Endpoint, str]
@@ -32,14 +33,7 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (OSError, TimeoutError, sa_exc.DB
 
 
 def create_engine(database_url: str, timeout: float) -> AsyncEngine:
-    return create_async_engine(
-        database_url,
-        pool_size=3,
-        max_overflow=2,
-        pool_timeout=timeout,
-        pool_pre_ping=True,
-        connect_args={"timeout": timeout, "command_timeout": timeout},
-    )
+    return schema.create_engine(database_url, timeout, pool_size=3, max_overflow=2)
 
 
 class Store:
