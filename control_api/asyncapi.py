@@ -27,6 +27,7 @@ from shared.payloads import (
     Order,
     Position,
     PublicTrade,
+    ResyncIncomplete,
     Ticker,
     WalletCoin,
 )
@@ -48,17 +49,18 @@ SCHEMA_REF = "#/components/schemas/{name}"
 TRANSIENT, PERSISTENT = 1, 2
 
 # The event types each event class's queue carries, and the payload struct of each (README, "What consumers
-# receive" and "Order books"). An orderbook queue carries the book stream, the top snapshots and book_invalid.
+# receive" and "Order books"). An orderbook queue carries the book stream, the top snapshots and book_invalid;
+# an account queue carries its events and resync_incomplete.
 EVENT_TYPES: dict[ChannelType, dict[str, type[msgspec.Struct]]] = {
     ChannelType.TRADES: {"trades": PublicTrade},
     ChannelType.TICKER: {"ticker": Ticker},
     ChannelType.ORDERBOOK: {"orderbook": BookUpdate, "orderbook_top": BookUpdate, "book_invalid": BookInvalid},
     ChannelType.KLINE: {"kline": Kline},
     ChannelType.LIQUIDATION: {"liquidation": Liquidation},
-    ChannelType.ORDER: {"order": Order},
-    ChannelType.EXECUTION: {"execution": Execution},
-    ChannelType.POSITION: {"position": Position},
-    ChannelType.BALANCE: {"balance": WalletCoin},
+    ChannelType.ORDER: {"order": Order, "resync_incomplete": ResyncIncomplete},
+    ChannelType.EXECUTION: {"execution": Execution, "resync_incomplete": ResyncIncomplete},
+    ChannelType.POSITION: {"position": Position, "resync_incomplete": ResyncIncomplete},
+    ChannelType.BALANCE: {"balance": WalletCoin, "resync_incomplete": ResyncIncomplete},
 }
 
 # Payloads that are Bybit's data object as Bybit sent it (shared/payloads.py, PROTOCOL.md §11): any field may

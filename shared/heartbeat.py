@@ -48,6 +48,8 @@ class ResyncHealth(msgspec.Struct, kw_only=True):
     failures: int = 0
     last_ok_ms: int | None = None
     last_error: str | None = None
+    incomplete: dict[str, int] = msgspec.field(default_factory=dict)  # shortfalls per cause (resync_incomplete)
+    resolved: dict[str, int] = msgspec.field(default_factory=dict)  # orders, positions, coins found closed
 
 
 class ClusterHealth(msgspec.Struct, kw_only=True):

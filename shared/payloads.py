@@ -134,6 +134,23 @@ class BookInvalid(msgspec.Struct, frozen=True, kw_only=True):
     update_id: int | None = msgspec.field(default=None, name="u")  # the update id that revealed it
 
 
+class ResyncIncomplete(msgspec.Struct, frozen=True, kw_only=True):
+    """The payload of a `resync_incomplete` event: the REST re-sync after a gap in the private stream could not
+    establish the account's state for this channel and category, so what you hold may be stale.
+
+    `reason`: `rate_limited` (Bybit's 10006), `banned` (HTTP 403, "access too frequent": the next attempt waits
+    at least 10 minutes), `failed` (any other REST error; retried with backoff), `pagination_cap` (more pages
+    than the worker follows), `window_exceeded` (the gap is older than Bybit's 7-day history window), or
+    `unresolved` (something we believed open that Bybit no longer lists and whose final state we could not
+    fetch). A later complete re-sync is not announced; the events it publishes are the answer.
+    """
+
+    reason: str
+    detail: str
+    since_ms: int | None = None  # where the gap began (UTC epoch ms), if known
+    retry_in_s: float | None = None  # when the worker tries again, for reasons it retries
+
+
 class Ticker(msgspec.Struct, frozen=True, kw_only=True):
     """The payload of a `ticker` event: the full merged ticker (§6.3, §8), and what this update changed.
 

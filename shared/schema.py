@@ -236,6 +236,21 @@ class AccountTotalsRow(Base):
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
+class AccountOpenItemRow(Base):
+    """What the gateway last told consumers about each order and position: open or not, as of Bybit's
+    `updatedTime`. After a gap the re-sync resolves every row still open that Bybit no longer lists."""
+
+    __tablename__ = "account_open_items"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # "order" or "position"
+    category: Mapped[str] = mapped_column(String(16), primary_key=True)
+    item_key: Mapped[str] = mapped_column(String(160), primary_key=True)  # orderId; "{symbol}:{positionIdx}"
+    symbol: Mapped[str] = mapped_column(String(64))
+    is_open: Mapped[bool] = mapped_column(Boolean)
+    exchange_ms: Mapped[int] = mapped_column(BigInteger)  # the fact's `updatedTime`: newer wins
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
 class WorkerHeartbeatRow(Base):
     """Each worker's latest self-report (sockets, buffers, drops), written every few seconds."""
 

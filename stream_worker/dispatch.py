@@ -12,7 +12,7 @@ import itertools
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from loguru import logger
 
@@ -31,6 +31,7 @@ from stream_worker.bybit.events import (
 from stream_worker.convergence import Convergence
 from stream_worker.envelopes.market import MarketResult, MarketState
 from stream_worker.envelopes.normalize import Normalizer, PayloadError
+from stream_worker.envelopes.outgoing import Outgoing
 from stream_worker.exchange.account_sync import AccountSync
 from stream_worker.exchange.connection import Connection
 from stream_worker.op_traces import OpTraces
@@ -62,6 +63,7 @@ class Dispatcher:
         normalizers: Mapping[Endpoint, Normalizer],
         publisher: Publisher,
         balances: BalanceWriter,
+        put_account: Callable[[Outgoing], Awaitable[None]] | None = None,  # default: publisher.put_account
         state: StateWriter,
         convergence: Convergence,
         op_traces: OpTraces,
@@ -79,6 +81,7 @@ class Dispatcher:
         self._normalizers = normalizers
         self._publisher = publisher
         self._balances = balances
+        self._put_account = put_account or publisher.put_account
         self._state = state
         self._convergence = convergence
         self._op_traces = op_traces
@@ -207,7 +210,7 @@ class Dispatcher:
             self._snapshots.remember_kline(endpoint, push.topic, normalized.events[-1])
         for item in normalized.events:
             if item.account:
-                await self._publisher.put_account(item)
+                await self._put_account(item)
             else:
                 self._publisher.offer_market(item)
         for wallet in normalized.wallets:

@@ -31,6 +31,7 @@ from stream_worker.broker.publisher import Publisher
 from stream_worker.cluster.ownership import Cluster
 from stream_worker.envelopes.market import MarketState
 from stream_worker.errors import WorkerError
+from stream_worker.exchange.account_sync import AccountSync
 from stream_worker.exchange.connection import Connection
 
 PREFIX = "ws_gateway_worker"
@@ -117,6 +118,8 @@ class MetricsSource(Protocol):
     def snapshot_counters(self) -> Counter[str]: ...
     @property
     def health(self) -> HealthSource: ...
+    @property
+    def account_sync(self) -> AccountSync | None: ...
 
 
 class WorkerCollector(Collector):
@@ -133,6 +136,28 @@ class WorkerCollector(Collector):
         yield from self._publisher()
         yield from self._market()
         yield from self._cluster()
+        yield from self._resync()
+
+    def _resync(self) -> Iterable[Metric]:
+        sync = self._worker.account_sync
+        runs = CounterMetricFamily(f"{PREFIX}_account_resyncs", "Account re-syncs over REST that completed a fetch")
+        incomplete = CounterMetricFamily(
+            f"{PREFIX}_account_resync_incomplete",
+            "Parts of account re-syncs that could not complete (each also a resync_incomplete event)",
+            labels=["cause"],
+        )
+        resolved = CounterMetricFamily(
+            f"{PREFIX}_account_resync_resolved",
+            "Orders, positions and coins believed open that a re-sync found closed",
+            labels=["kind"],
+        )
+        if sync is not None:
+            runs.add_metric([], sync.state["runs"])
+            for cause, count in sorted(sync.incomplete.items()):
+                incomplete.add_metric([cause], count)
+            for kind, count in sorted(sync.state["resolved"].items()):
+                resolved.add_metric([kind], count)
+        yield from (runs, incomplete, resolved)
 
     def _health(self) -> Iterable[Metric]:
         report = self._worker.health.report()

@@ -86,6 +86,8 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     metrics_port: int = 9464  # Prometheus scrape endpoint (GET /metrics); 0 serves none
     log_level: str = "info"
     log_format: str = "auto"
+    # Option executions are listed per base coin (execution.mdx: "For type `option`, default value is BTC").
+    option_base_coins: tuple[str, ...] = ("BTC", "ETH", "SOL")
 
     @property
     def has_credentials(self) -> bool:
@@ -181,4 +183,12 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
             metrics_port=env.integer("WS_GATEWAY_WORKER_METRICS_PORT", d.metrics_port, minimum=0, maximum=65535),
             log_level=env.choice("LOG_LEVEL", d.log_level, ("debug", "info", "warning", "error")),
             log_format=env.choice("LOG_FORMAT", d.log_format, ("auto", "json", "pretty")),
+            option_base_coins=_coins(env.text("BYBIT_OPTION_BASE_COINS", ",".join(d.option_base_coins))),
         )
+
+
+def _coins(text: str) -> tuple[str, ...]:
+    coins = tuple(sorted({coin.strip().upper() for coin in text.split(",") if coin.strip()}))
+    if not coins or not all(coin.isalnum() for coin in coins):
+        raise ConfigError("BYBIT_OPTION_BASE_COINS", "must be a comma-separated list of coins, e.g. BTC,ETH,SOL")
+    return coins

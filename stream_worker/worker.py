@@ -32,6 +32,7 @@ from stream_worker.convergence import Convergence
 from stream_worker.dispatch import Dispatcher, TraceIds
 from stream_worker.envelopes.market import BookOutput, MarketState
 from stream_worker.envelopes.normalize import Normalizer
+from stream_worker.envelopes.outgoing import Outgoing
 from stream_worker.exchange.account_sync import AccountSync
 from stream_worker.exchange.capture import Capture
 from stream_worker.exchange.connection import Connection, ConnectionSettings
@@ -45,6 +46,7 @@ from stream_worker.silence import SilenceWatch
 from stream_worker.snapshots import Snapshots
 from stream_worker.state.balances import BalanceWriter
 from stream_worker.state.desired import DesiredSet
+from stream_worker.state.open_items import OpenItems
 from stream_worker.state.persistence import StateWriter, Store
 
 PUBLIC_ENDPOINTS = (Endpoint.SPOT, Endpoint.LINEAR, Endpoint.INVERSE, Endpoint.OPTION)
@@ -71,6 +73,7 @@ class Worker:
         self.publisher = publisher
         self.state = StateWriter(store)
         self.balances = BalanceWriter(store)
+        self.open_items = OpenItems(store)
         self.published = PublishTally()
         publisher.on_handed_over = self.published.on_handed_over
         trace_id = TraceIds()
@@ -101,11 +104,11 @@ class Worker:
         resync: AccountResync | None = None
         if credentials is not None:
             self.rest = BybitRest(settings.rest_url, credentials)
-            resync = AccountResync(self.rest)
+            resync = AccountResync(self.rest, self.open_items, option_base_coins=settings.option_base_coins)
             self.account_sync = AccountSync(
                 resync,
                 protocols[Endpoint.PRIVATE],
-                put_account=publisher.put_account,
+                put_account=self.put_account,
                 balances=self.balances,
                 wall=wall,
                 trace_id=trace_id,
@@ -129,6 +132,7 @@ class Worker:
             markets=self.markets,
             normalizers=self.normalizers,
             publisher=publisher,
+            put_account=self.put_account,
             balances=self.balances,
             state=self.state,
             convergence=self.convergence,
@@ -229,6 +233,11 @@ class Worker:
     async def reload(self) -> None:
         await self.convergence.reload()
 
+    async def put_account(self, item: Outgoing) -> None:
+        """Publish an account event, and remember which orders and positions it leaves open (re-sync)."""
+        self.open_items.observe(item)
+        await self.publisher.put_account(item)
+
     # -- the task tree --------------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -238,6 +247,7 @@ class Worker:
             writing = outer.create_task(self.state.run(), name="state-writer")
             balances = outer.create_task(self.balances.run(), name="balance-writer")
             capturing = outer.create_task(self.capture.run(), name="capture") if self.capture is not None else None
+            remembering = outer.create_task(self.open_items.run(), name="open-items-writer")
             try:
                 async with asyncio.TaskGroup() as inputs:
                     inputs.create_task(self.cluster.run(), name="cluster")
@@ -265,7 +275,8 @@ class Worker:
                     await self.publisher.wait_drained()
                     await self.balances.wait_drained()
                     await self.state.flush()
-            for task in (publishing, writing, balances, capturing):
+                    await self.open_items.flush()
+            for task in (publishing, writing, balances, remembering, capturing):
                 if task is not None:
                     task.cancel()  # the capture writes what it holds before it ends
         if self.rest is not None:

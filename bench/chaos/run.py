@@ -101,14 +101,14 @@ def _mismatches(fake: FakeBybit, view: AccountView) -> list[dict[str, Any]]:
         seen = view.orders.get(order_id)
         theirs = (row["orderStatus"], Decimal(row["cumExecQty"]))
         ours = None if seen is None else (seen[1].get("orderStatus"), Decimal(seen[1].get("cumExecQty") or 0))
+        if ours is None and theirs[0] not in OPEN_STATUSES:
+            # Placed and closed within one gap: the re-sync lists what is open now and resolves what it believed
+            # open, so the consumer never hears of it; "nothing open" is the same final view. Its fills are
+            # checked above, by execution id.
+            continue
         if ours != theirs:
             consumer = None if ours is None else list(map(str, ours))
-            mismatch = {"subject": f"order:{order_id}", "fake": list(map(str, theirs)), "consumer": consumer}
-            # Its closing push fell in a gap REST cannot fill (open orders only): the consumer holds it open, or
-            # never heard of it when it was placed and closed within the same gap.
-            if (ours is None or ours[0] in OPEN_STATUSES) and theirs[0] not in OPEN_STATUSES:
-                mismatch["known"] = "order_closed_during_gap"
-            found.append(mismatch)
+            found.append({"subject": f"order:{order_id}", "fake": list(map(str, theirs)), "consumer": consumer})
     for key, row in ledger.positions.items():
         seen_position = view.positions.get(key)
         ours_size = None if seen_position is None else str(Decimal(seen_position[1].get("size") or 0))

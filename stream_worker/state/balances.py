@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from loguru import logger
+from sqlalchemy import or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -31,6 +32,19 @@ from stream_worker.state.persistence import DATABASE_ERRORS, Store
 
 COIN_COLUMNS = tuple(column for _, column in (*COIN_DECIMAL_FIELDS, *COIN_BOOL_FIELDS))
 ACCOUNT_COLUMNS = tuple(column for _, column in ACCOUNT_DECIMAL_FIELDS)
+
+
+async def load_held_coins(engine: AsyncEngine, timeout: float, account_type: str) -> dict[str, str]:
+    """Coins stored with a non-zero balance, equity or borrowing, each with the message id that set it."""
+    held = or_(
+        AccountBalanceRow.wallet_balance != 0, AccountBalanceRow.equity != 0, AccountBalanceRow.borrow_amount != 0
+    )
+    query = select(AccountBalanceRow.coin, AccountBalanceRow.message_id).where(
+        AccountBalanceRow.account_type == account_type, held
+    )
+    async with asyncio.timeout(timeout), engine.connect() as connection:
+        rows = (await connection.execute(query)).all()
+    return {row.coin: row.message_id for row in rows}
 
 
 async def save_wallets(engine: AsyncEngine, timeout: float, updates: Sequence[WalletUpdate]) -> None:

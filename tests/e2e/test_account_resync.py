@@ -68,12 +68,6 @@ async def test_fill_and_wallet_change_made_while_disconnected_arrive_after_recon
     await delete_queues(rabbitmq_url, *queues)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by the chaos run: the re-sync reads only open orders (/v5/order/realtime), so an order that "
-    "was filled or cancelled while the private stream was away is never reported closed; fixing it needs the "
-    "order history endpoint in stream_worker/exchange (rest + resync) and in the fake",
-)
 async def test_order_filled_while_disconnected_is_reported_closed_after_reconnect(
     api: httpx.AsyncClient, fake: FakeBybit, start_worker: Callable[..., Any], rabbitmq_url: str
 ) -> None:

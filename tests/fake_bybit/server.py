@@ -30,6 +30,8 @@ from tests.fake_bybit.auth import check_auth
 from tests.fake_bybit.books import BookFault
 from tests.fake_bybit.connections import AuthAttempt, ConnectionRecord
 from tests.fake_bybit.feed import MarketFeed
+from tests.fake_bybit.ledger import AccountLedger
+from tests.fake_bybit.limits import ConnectionRateLimit
 from tests.fake_bybit.market import MarketStream
 from tests.fake_bybit.samples import Samples
 from tests.fake_bybit.session import Session
@@ -67,7 +69,12 @@ class FakeBybit:
         close_on_auth_failure: bool = False,
         max_args_chars: int | None = topics.PUBLIC_MAX_ARGS_CHARS,
         max_option_topics: int | None = topics.OPTION_MAX_TOPICS,
+        max_new_connections: int | None = 500,
+        connection_window: float = 300.0,
+        ack_delay: float = 0.0,
+        execution_retention_ms: int = rest.WEEK_MS,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host, self.port = host, port
         self.accounts: dict[str, str] = dict(accounts or {})
@@ -85,20 +92,28 @@ class FakeBybit:
         self.max_args_chars = max_args_chars
         self.max_option_topics = max_option_topics
         self._clock = clock
+        self._monotonic = monotonic
+        # rate-limit.mdx: "Do not establish more than 500 connections within a 5-minute window". Every handshake
+        # counts, refused ones included (harsher than the docs say); past the limit the fake answers HTTP 403.
+        self.connection_limit = ConnectionRateLimit(max_new_connections, connection_window)
+        self.execution_retention_ms = execution_retention_ms
         self.account = AccountFactory(self.samples, random.Random(f"{seed}/account"), self.now_ms)
-        self.ledger = rest.AccountLedger()  # what the REST endpoints answer: every private push, recorded
+        self.ledger = AccountLedger()  # what the REST endpoints answer: every private push, recorded
         self._conn_ids = replies.ConnIds(random.Random(f"{seed}/conn_id"))
 
         # What tests read.
         self.connections: list[ConnectionRecord] = []
         self.auth_attempts: list[AuthAttempt] = []
         self.refused_handshakes = 0
+        self.rate_limited_handshakes = 0
         # Exceptions that escaped a connection handler or the push loop: bugs in the fake, re-raised as
         # FakeBybitError when the `async with` block ends.
         self.errors: list[BaseException] = []
 
         # What tests set (directly or through the hook methods).
-        self.ack_delay = 0.0
+        self.ack_delay = ack_delay
+        self._rest_banned_until = 0.0
+        self._rest_throttled = 0
         self._rejections: dict[str, str] = {}
         self._stalled: set[Endpoint] = set()
         self._refuse_until = 0.0
@@ -175,16 +190,41 @@ class FakeBybit:
     # ---- handshake and connections -------------------------------------------------------------
     def _check_handshake(self, connection: ServerConnection, request: Request) -> Response | None:
         if urlsplit(request.path).path in rest.REST_PATHS:
-            status, body = rest.handle(request.path, request.headers, self.accounts, self.ledger, self.now_ms())
-            encoded = rest.encode(body)
-            headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(encoded)))])
-            return Response(status, HTTPStatus(status).phrase, headers, encoded)
+            return self._answer_rest(request)
         if urlsplit(request.path).path not in _PATHS:
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+        if not self.connection_limit.admit(self._monotonic()):
+            self.rate_limited_handshakes += 1
+            return connection.respond(HTTPStatus.FORBIDDEN, "Forbidden\n")  # answer UNCONFIRMED (README)
         if time.monotonic() < self._refuse_until:
             self.refused_handshakes += 1
             return connection.respond(self._refuse_status, f"{self._refuse_status.phrase}\n")
         return None
+
+    def _answer_rest(self, request: Request) -> Response:
+        status = HTTPStatus.OK
+        if self._monotonic() < self._rest_banned_until:
+            self.ledger.requests.append(urlsplit(request.path).path)
+            # rate-limit.mdx: "403, access too frequent" ... "wait for at least 10 minutes".
+            status, body = HTTPStatus.FORBIDDEN, b"access too frequent"
+            content_type = "text/plain"
+        elif self._rest_throttled > 0:
+            self._rest_throttled -= 1
+            self.ledger.requests.append(urlsplit(request.path).path)
+            body = rest.encode(rest.reply(rest.TOO_MANY_VISITS, "Too many visits!", {}, self.now_ms()))
+            content_type = "application/json"
+        else:
+            code, reply = rest.handle(
+                request.path,
+                request.headers,
+                self.accounts,
+                self.ledger,
+                self.now_ms(),
+                execution_retention_ms=self.execution_retention_ms,
+            )
+            status, body, content_type = HTTPStatus(code), rest.encode(reply), "application/json"
+        headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body)))])
+        return Response(status.value, status.phrase, headers, body)
 
     async def _serve_connection(self, ws: ServerConnection) -> None:
         assert ws.request is not None  # set once the handshake passed _check_handshake
@@ -423,6 +463,14 @@ class FakeBybit:
 
     def accept_connections(self) -> None:
         self._refuse_until = 0.0
+
+    def ban_rest(self, seconds: float) -> None:
+        """Answer every REST request in the next `seconds` with HTTP 403 "access too frequent" (an IP ban)."""
+        self._rest_banned_until = self._monotonic() + seconds
+
+    def throttle_rest(self, requests: int) -> None:
+        """Answer the next `requests` REST requests with `retCode` 10006 "Too many visits!"."""
+        self._rest_throttled = requests
 
     def delay_acks(self, seconds: float) -> None:
         """Hold every later subscribe/unsubscribe/auth (not pings) for `seconds` before acting on it and

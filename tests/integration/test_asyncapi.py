@@ -18,7 +18,7 @@ from shared.routing import CHANGE_NOTICE_ROUTING_KEY, COMMANDS_EXCHANGE, EVENTS_
 from tests.support import json_schema
 
 EVENT_TYPE_NAMES = {"trades", "ticker", "orderbook", "orderbook_top", "book_invalid", "kline", "liquidation"}
-EVENT_TYPE_NAMES |= {"order", "execution", "position", "balance"}
+EVENT_TYPE_NAMES |= {"order", "execution", "position", "balance", "resync_incomplete"}
 
 
 def message_schema(event_type: str) -> dict[str, Any]:

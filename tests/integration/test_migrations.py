@@ -23,6 +23,7 @@ TABLES = {
     "account_balances",
     "account_balance_history",
     "account_totals",
+    "account_open_items",
     "worker_heartbeats",
     "worker_members",
     "leases",
