@@ -55,8 +55,11 @@ async def test_a_rest_ban_is_announced_on_every_wanted_channel_and_waits_ten_min
     assert order_event["retry_in_s"] >= 600  # rate-limit.mdx: "wait for at least 10 minutes"
     assert "HTTP 403" in order_event["detail"]
     assert resyncs(worker) == 0
-    assert worker.account_sync.incomplete["banned"] == 2  # once per gap: not again on every retry
-    assert 'ws_gateway_worker_account_resync_incomplete_total{cause="banned"} 2.0' in metrics
+    # Once per query and gap, not again on every retry. The worker holds Bybit's all-in-one `order` topic (one
+    # subscription serves `order` and `order.linear` alike), so the re-sync reads orders in all four categories,
+    # plus the wallet: five queries.
+    assert worker.account_sync.incomplete["banned"] == 5
+    assert 'ws_gateway_worker_account_resync_incomplete_total{cause="banned"} 5.0' in metrics
     await delete_queues(rabbitmq_url, *queues)
 
 
@@ -74,5 +77,6 @@ async def test_a_rate_limited_resync_is_announced_then_retried_until_it_lands(
     (event,) = incomplete(executions, "rate_limited")
     assert "10006" in event["detail"]
     assert worker.account_sync is not None
-    assert worker.account_sync.incomplete == {"rate_limited": 1}
+    # One per category of the all-in-one `execution` topic the worker holds; this queue saw its own category's.
+    assert worker.account_sync.incomplete == {"rate_limited": 4}
     await delete_queues(rabbitmq_url, queue)
