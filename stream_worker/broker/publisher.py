@@ -15,6 +15,9 @@ aiormq's public API (`public_writer`), chosen per `publish_path` (`publish_path.
 (queues and bindings) is declared on a third channel and restored after every reconnect.
 
 Logs state changes only (connected, lost, reconnecting in N s); per-message facts are counters in `stats`.
+
+Over 400 lines, with a reason: what remains is one session's lifecycle (connect, channels, restore bindings,
+watch, end); buffers, confirms, pumps and encoding already live in their own modules beside it.
 """
 
 from __future__ import annotations

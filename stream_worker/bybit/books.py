@@ -28,6 +28,9 @@ Example: bids [("100.5", "2"), ("100", "1")] and asks [("101", "3")] with N = 25
 Levels beyond `depth`: a side may hold more than `depth` levels after a delta. We keep them and do not trim
 (pybit does not trim either, and how Bybit evicts levels that leave the top-N window is unconfirmed, §7.3 rule
 5); `top(n)` and `checksum(n)` read only the best n.
+
+Over 400 lines on purpose: the book's invariants below are checked across every method, and splitting the
+state machine from its level store would put one invariant in two files.
 """
 
 from __future__ import annotations

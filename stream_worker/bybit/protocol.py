@@ -16,6 +16,9 @@ Invariants (each public method leaves them true):
 - A rejected subscribe parks the topic in `failed` with Bybit's reason. It is not retried, not even after a
   reconnect, until someone asks again: `unwant` then `want`, or `resubscribe`. Bybit rejects bad names and
   unknown symbols the same way every time, and a rejection may disturb the socket's other topics (§5.3).
+
+Over 400 lines on purpose: every method keeps the invariants below (ops in flight, the subscribe window,
+auth, the ping schedule); split, they would be stated in one file and kept in another.
 """
 
 from __future__ import annotations

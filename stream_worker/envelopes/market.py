@@ -9,6 +9,9 @@ of fields the update actually changed, so a consumer never merges.
 Nothing Bybit sends can raise here. A push we cannot read (no or unknown `type`, undecodable `data`, unreadable
 levels, a topic we cannot parse) is counted as `malformed:{book|ticker}:{kind}`, and where state is at risk
 (any book, a merged linear/inverse ticker) the state is dropped and the topic resubscribed.
+
+Over 400 lines, with a reason: books, tickers and their join snapshots share one per-topic slot table and
+one set of counters; the next split is tickers into a sibling module once they grow further.
 """
 
 from __future__ import annotations
