@@ -352,19 +352,7 @@ class MarketState:
             book = slot.book
             if not book.is_valid or self._book_output is BookOutput.TOP:
                 return None
-            bids, asks = book.top(_ALL_LEVELS)
-            payload = BookUpdate(
-                type="snapshot",
-                ts=book.last_ts,
-                cts=book.last_cts,
-                symbol=slot.symbol,
-                bids=bids,
-                asks=asks,
-                update_id=book.last_update_id or 0,
-                seq=book.last_seq,
-                checksum=book.checksum(self._checksum_levels),
-                checksum_levels=self._checksum_levels,
-            )
+            payload = self._snapshot_payload(slot, _ALL_LEVELS)
             event_id = f"{book_event_id(self._category, topic, payload.update_id, 'snapshot')}:snapshot:{nonce}"
             event = self._event(
                 ChannelType.ORDERBOOK,
@@ -432,6 +420,23 @@ class MarketState:
                 topics.append(topic)
         return topics
 
+    def _snapshot_payload(self, slot: _BookSlot, levels: int) -> BookUpdate:
+        """A valid book's top `levels` per side as a `snapshot` whose u, seq and checksum a consumer continues from."""
+        book = slot.book
+        bids, asks = book.top(levels)
+        return BookUpdate(
+            type="snapshot",
+            ts=book.last_ts,
+            cts=book.last_cts,
+            symbol=slot.symbol,
+            bids=bids,
+            asks=asks,
+            update_id=book.last_update_id or 0,
+            seq=book.last_seq,
+            checksum=book.checksum(self._checksum_levels),
+            checksum_levels=self._checksum_levels,
+        )
+
     def top_snapshots(self, *, received_ms: int, trace_id: str) -> list[Outgoing]:
         """Top-N snapshots of every valid book that changed since the last call (for BookOutput TOP/BOTH)."""
         if self._book_output is BookOutput.STREAM:
@@ -442,19 +447,7 @@ class MarketState:
             if not (slot.changed and book.is_valid):
                 continue
             slot.changed = False
-            bids, asks = book.top(self._top_levels)
-            payload = BookUpdate(
-                type="snapshot",
-                ts=book.last_ts,
-                cts=book.last_cts,
-                symbol=slot.symbol,
-                bids=bids,
-                asks=asks,
-                update_id=book.last_update_id or 0,
-                seq=book.last_seq,
-                checksum=book.checksum(self._checksum_levels),
-                checksum_levels=self._checksum_levels,
-            )
+            payload = self._snapshot_payload(slot, self._top_levels)
             events.append(
                 self._event(
                     ChannelType.ORDERBOOK,
