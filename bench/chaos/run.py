@@ -108,7 +108,10 @@ def _mismatches(fake: FakeBybit, view: AccountView) -> list[dict[str, Any]]:
             continue
         if ours != theirs:
             consumer = None if ours is None else list(map(str, ours))
-            found.append({"subject": f"order:{order_id}", "fake": list(map(str, theirs)), "consumer": consumer})
+            mismatch = {"subject": f"order:{order_id}", "fake": list(map(str, theirs)), "consumer": consumer}
+            if ours is not None and ours[0] in OPEN_STATUSES and theirs[0] not in OPEN_STATUSES:
+                mismatch["known"] = "order_closed_during_gap"  # see model.KNOWN
+            found.append(mismatch)
     for key, row in ledger.positions.items():
         seen_position = view.positions.get(key)
         ours_size = None if seen_position is None else str(Decimal(seen_position[1].get("size") or 0))
