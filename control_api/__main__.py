@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -55,12 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ws-gateway-api: configuration error: {error}", file=sys.stderr)
         raise SystemExit(2 if not options.check_config else 1) from None
     if options.check_config:
-        raise SystemExit(
-            preflight.report(
-                "ws-gateway-api",
-                asyncio.run(preflight.dependency_problems(settings.database_url, settings.rabbitmq_url)),
-            )
-        )
+        raise SystemExit(preflight.check("ws-gateway-api", settings.database_url, settings.rabbitmq_url))
     configure_logging("control_api", settings.log_level, settings.log_format)
     logger.bind(host=settings.host, port=settings.port).info("starting control API")
     config = uvicorn.Config(

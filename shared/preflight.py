@@ -65,6 +65,11 @@ async def dependency_problems(database_url: str, rabbitmq_url: str) -> list[str 
     return list(await asyncio.gather(postgres_problem(database_url), rabbitmq_problem(rabbitmq_url)))
 
 
+def check(program: str, database_url: str, rabbitmq_url: str) -> int:
+    """`--check-config`'s whole run once settings have been read: reach both dependencies, report, exit code."""
+    return report(program, asyncio.run(dependency_problems(database_url, rabbitmq_url)))
+
+
 def report(program: str, problems: Sequence[str | None], write: Callable[[str], object] | None = None) -> int:
     """Print one line per problem (or one line saying all is well); the exit code."""
     out = write or (lambda line: print(line, file=sys.stderr))

@@ -76,12 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ws-gateway-worker: configuration error: {error}", file=sys.stderr)
         raise SystemExit(2 if not options.check_config else 1) from None
     if options.check_config:
-        raise SystemExit(
-            preflight.report(
-                "ws-gateway-worker",
-                asyncio.run(preflight.dependency_problems(settings.database_url, settings.rabbitmq_url)),
-            )
-        )
+        raise SystemExit(preflight.check("ws-gateway-worker", settings.database_url, settings.rabbitmq_url))
     configure_logging("stream_worker", settings.log_level, settings.log_format)
     if not settings.has_credentials:
         logger.info("no BYBIT_API_KEY/BYBIT_API_SECRET: serving public market data only")

@@ -19,20 +19,10 @@ from stream_worker.state.balances import save_wallets
 from stream_worker.state.open_items import OpenItems
 from stream_worker.state.persistence import Store, create_engine
 from tests.fake_bybit import FakeBybit
+from tests.support.clock import Clock
 
 DAY_MS = 24 * 3600 * 1000
 NORMALIZER = Normalizer(Endpoint.PRIVATE)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def forward(self, ms: int) -> None:
-        self.now += ms / 1000
 
 
 @pytest.fixture

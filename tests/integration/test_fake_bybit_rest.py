@@ -15,21 +15,9 @@ from websockets.exceptions import InvalidStatus
 
 from tests.fake_bybit import FakeBybit
 from tests.fake_bybit.rest import rest_signature
+from tests.support.clock import Clock
 
 DAY_MS = 24 * 3600 * 1000
-
-
-class Clock:
-    """Wall time that a test moves by hand, shared by the fake and the signing client."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def forward(self, ms: int) -> None:
-        self.now += ms / 1000
 
 
 @pytest.fixture
