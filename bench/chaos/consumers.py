@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 import aio_pika
+import aiormq.exceptions
 import msgspec
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
@@ -133,7 +134,9 @@ class ServiceConsumer:
             await channel.set_qos(prefetch_count=500)
             while True:
                 for channel_type in sorted(self.wanted_queues - self._consuming):
-                    with contextlib.suppress(aio_pika.exceptions.ChannelClosed):
+                    # A quorum queue without its Raft leader yet answers basic.consume by closing the connection
+                    # (541 INTERNAL_ERROR); the robust connection reopens and the next pass tries again.
+                    with contextlib.suppress(aio_pika.exceptions.ChannelClosed, aiormq.exceptions.ConnectionClosed):
                         probe = await self._connection.channel()
                         queue = await probe.declare_queue(service_queue(self.service, channel_type), passive=True)
                         await queue.consume(self._on_message)
