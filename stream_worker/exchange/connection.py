@@ -30,6 +30,9 @@ HEALTHY_SESSION_SECONDS = 30.0
 
 EventHandler = Callable[[Endpoint, Event], Awaitable[None]]
 ConnectedHandler = Callable[[Endpoint], None]
+# Awaited before every connect attempt: returns once a shared budget (Bybit counts new connections per IP and
+# domain, rate-limit.mdx) lets this socket open one.
+Admission = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +70,10 @@ class Connection:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         capture: SocketCapture | None = None,
+        admit: Admission | None = None,
     ) -> None:
         self.protocol = protocol
+        self._admit = admit
         self._capture = capture  # WS_GATEWAY_CAPTURE_DIR: every frame in and out, for replay
         self.endpoint = protocol.endpoint
         self.url = url
@@ -116,6 +121,8 @@ class Connection:
     async def run(self) -> None:
         while True:
             await self._wait_until_wanted()
+            if self._admit is not None:
+                await self._admit()
             try:
                 socket = await connect(
                     self.url,
