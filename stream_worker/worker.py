@@ -35,6 +35,7 @@ from stream_worker.envelopes.normalize import Normalizer
 from stream_worker.envelopes.outgoing import Outgoing
 from stream_worker.exchange.account_sync import AccountSync
 from stream_worker.exchange.capture import Capture
+from stream_worker.exchange.connect_budget import ConnectBudget
 from stream_worker.exchange.connection import Connection, ConnectionSettings
 from stream_worker.exchange.rest import BybitRest
 from stream_worker.exchange.resync import AccountResync
@@ -151,16 +152,25 @@ class Worker:
                 file_bytes=settings.capture_file_bytes,
                 total_bytes=settings.capture_total_bytes,
             )
+        self.connect_budget = ConnectBudget(
+            store.engine,
+            scope=settings.connect_budget_scope,
+            limit=settings.connect_budget,
+            window=settings.connect_budget_window,
+            timeout=store.timeout,
+        )
         base_urls = dict.fromkeys(PUBLIC_ENDPOINTS, settings.public_ws_url)
         base_urls[Endpoint.PRIVATE] = settings.private_ws_url
         for endpoint, protocol in protocols.items():
+            url = f"{base_urls[endpoint]}{endpoint.path}"
             self.connections[endpoint] = Connection(
                 protocol,
-                f"{base_urls[endpoint]}{endpoint.path}",
+                url,
                 self.dispatcher.on_event,
                 on_connected=self.dispatcher.on_connected,
                 settings=connection_settings,
                 capture=self.capture.socket(endpoint.value, endpoint.value) if self.capture is not None else None,
+                admit=self.connect_budget.admission(url),  # one per Bybit domain, shared by all its sockets
             )
         self.commands = CommandListener(
             settings.rabbitmq_url, self.worker_id, self.convergence.on_command, reread=self.convergence.reload
