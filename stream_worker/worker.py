@@ -28,6 +28,7 @@ from stream_worker.bybit.events import Event
 from stream_worker.bybit.protocol import BybitProtocol
 from stream_worker.bybit.shards import ShardLimits
 from stream_worker.bybit.signing import Credentials
+from stream_worker.cluster.identity import claim_worker_id
 from stream_worker.cluster.membership import MembershipStore
 from stream_worker.cluster.ownership import Cluster
 from stream_worker.convergence import Convergence
@@ -281,7 +282,12 @@ class Worker:
     # -- the task tree --------------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set, then stop the inputs, drain what is buffered and close."""
+        """Run until `stop` is set, then stop the inputs, drain what is buffered and close. Raises
+        DuplicateWorkerId, before starting anything, if another running worker has our worker id."""
+        if not await claim_worker_id(self.cluster.store, stop, poll=self.settings.lease_renew_interval):
+            if self.rest is not None:
+                await self.rest.close()
+            return
         async with asyncio.TaskGroup() as outer:
             publishing = outer.create_task(self.publisher.run(), name="publisher")
             writing = outer.create_task(self.state.run(), name="state-writer")
