@@ -145,6 +145,12 @@ class DesiredStateRow(Base):
     id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     revision: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Names this deployment's change notices on the shared exchange (shared.routing.command_routing_key): random,
+    # so a staging database beside production's never matches it. A restored copy of another deployment's
+    # database keeps that deployment's id: give it a new one (README, "How the API tells the worker").
+    deployment_id: Mapped[str] = mapped_column(
+        String(32), server_default=text("replace(gen_random_uuid()::text, '-', '')")
+    )
 
 
 class OutboxRow(Base):

@@ -176,7 +176,12 @@ class Worker:
                 on_connected=self.dispatcher.on_connected,
             )
         self.commands = CommandListener(
-            settings.rabbitmq_url, self.worker_id, self.convergence.on_command, reread=self.convergence.reload
+            settings.rabbitmq_url,
+            self.worker_id,
+            self.instance_id,
+            store.deployment_id,
+            self.convergence.on_command,
+            reread=self.convergence.reload,
         )
         membership = MembershipStore(
             store.engine,
