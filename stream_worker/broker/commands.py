@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 import aio_pika
 import msgspec
-from aiormq.exceptions import AMQPError
+from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 from loguru import logger
 
 from shared.backoff import Backoff
@@ -25,7 +25,9 @@ from shared.config import redact_url
 from shared.routing import COMMANDS_EXCHANGE, command_binding, command_queue
 from stream_worker.state.persistence import DATABASE_ERRORS
 
-AMQP_ERRORS: tuple[type[Exception], ...] = (AMQPError, ConnectionError, OSError, TimeoutError)
+# ChannelInvalidStateError is a RuntimeError, not an AMQPError: a slow broker's RPC timeout closes the channel
+# with it, and that must be a reconnect, not the end of the worker (seen under load in the e2e suite).
+AMQP_ERRORS: tuple[type[Exception], ...] = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, TimeoutError)
 
 
 class CommandListener:
