@@ -89,6 +89,11 @@ class ConnectBudget:
         self.taken = 0
         self.waits = 0  # attempts that found the budget spent and waited
 
+    @property
+    def shared(self) -> bool:
+        """False while PostgreSQL is away and this worker counts its connects alone."""
+        return self._shared
+
     def admission(self, url: str) -> Callable[[], Awaitable[None]]:
         """The `admit` hook for a `Connection` to `url`: one per domain, so its sockets share it."""
         domain = ws_domain(url)

@@ -37,6 +37,7 @@ async def test_two_workers_budgets_draw_on_one_window(database_url: str) -> None
         await second.acquire("stream-demo.example:443")
         await budget(engine, waits, scope="host-b").acquire("stream.example:443")
         assert (first.taken, second.taken, second.waits) == (2, 2, 1)
+        assert first.shared and second.shared
     finally:
         await engine.dispose()
 
@@ -67,4 +68,5 @@ async def test_without_postgres_each_worker_still_keeps_the_limit_alone() -> Non
     finally:
         await engine.dispose()
     assert alone.taken == 3
+    assert not alone.shared
     assert 19.0 < waits[0] <= 21.0
