@@ -37,7 +37,7 @@ async def test_two_workers_budgets_draw_on_one_window(database_url: str) -> None
         await second.acquire("stream-demo.example:443")
         await budget(engine, waits, scope="host-b").acquire("stream.example:443")
         assert (first.taken, second.taken, second.waits) == (2, 2, 1)
-        assert first.shared and second.shared
+        assert (first.shared, second.shared) == (True, True)
     finally:
         await engine.dispose()
 
