@@ -18,7 +18,7 @@ import websockets
 from loguru import logger
 from websockets.asyncio.client import ClientConnection, connect
 
-from shared.backoff import Backoff
+from shared.backoff import Backoff, EscalatingBackoff
 from shared.enums import Endpoint
 from stream_worker.bybit.events import AckTimeout, AuthRejected, Dead, Event
 from stream_worker.bybit.protocol import BybitProtocol
@@ -42,6 +42,8 @@ class ConnectionSettings:
     close_timeout: float = 5.0
     backoff_first: float = 0.5
     backoff_cap: float = 30.0
+    # Failing on and on raises the cap up to this multiple of backoff_cap (rate-limit.mdx: connects are budgeted).
+    backoff_escalation: float = 10.0
     auth_backoff_first: float = 5.0  # a rejected key must never hot-loop (PROTOCOL.md rule 3)
     max_frame_bytes: int = 4 * 1024 * 1024
     compression: bool = False  # Bybit is not known to negotiate deflate; it costs ~25 % of throughput
@@ -85,7 +87,9 @@ class Connection:
         self._on_connected = on_connected
         self._settings = settings or ConnectionSettings()
         rng = rng or random.Random()
-        self._backoff = Backoff(self._settings.backoff_first, self._settings.backoff_cap, rng)
+        self._backoff = EscalatingBackoff(
+            self._settings.backoff_first, self._settings.backoff_cap, rng, escalation=self._settings.backoff_escalation
+        )
         self._auth_backoff = Backoff(self._settings.auth_backoff_first, self._settings.backoff_cap * 4, rng)
         self._sleep = sleep
         self._clock = clock
