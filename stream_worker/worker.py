@@ -112,9 +112,7 @@ class Worker:
             option_topics=settings.option_socket_topics,
             connection=connection_settings,
             capture=self.capture,
-            # Bybit counts per domain; the private socket (one per cluster) counts with the public ones, which is
-            # exact where both share a host (mainnet, testnet) and one socket strict on demo's separate host.
-            admit=self.connect_budget.admission(settings.public_ws_url),
+            admission=self.connect_budget.admission,
         )
         # Socket 0 of the private stream is built now: account re-sync follows its auth.
         private_protocol = sockets.protocol(Endpoint.PRIVATE, credentials) if credentials is not None else None
