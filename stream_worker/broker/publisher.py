@@ -39,6 +39,7 @@ from shared.config import redact_url
 from shared.enums import ChannelType
 from shared.events import EVENT_CONTENT_TYPE, EventEnvelope
 from shared.routing import DEFAULT_MARKET_MAX_LENGTH, EVENTS_EXCHANGE
+from shared.tasks import until_first_ends
 from stream_worker.broker.buffers import AccountBuffer, MarketBuffer
 from stream_worker.broker.channel_writer import fast_path_problem
 from stream_worker.broker.confirms import ConfirmWindow
@@ -326,15 +327,15 @@ class Publisher:
                 bindings=len(self._bindings),
                 publish_path=account_writer.path,
             ).info("connected to RabbitMQ")
-            failure: BrokerUnavailable | None = None
-            try:
-                async with asyncio.TaskGroup() as pumps:
-                    pumps.create_task(self._market_pump.run(market_writer), name="publish-market")
-                    pumps.create_task(self._account_pump.run(account_writer), name="publish-account")
-                    pumps.create_task(self._watch(connection, market, account), name="watch-rabbitmq")
-                    pumps.create_task(self._watch_confirms(), name="watch-confirms")
-            except* BrokerUnavailable as group:
-                failure = _first(group)
+            # Not a TaskGroup: its 3.11 version can swallow the stop that ends the worker (shared/tasks.py).
+            failure = await until_first_ends(
+                {
+                    "publish-market": self._market_pump.run(market_writer),
+                    "publish-account": self._account_pump.run(account_writer),
+                    "watch-rabbitmq": self._watch(connection, market, account),
+                    "watch-confirms": self._watch_confirms(),
+                }
+            )
             raise failure or BrokerUnavailable("publishing stopped")
         except BrokerUnavailable as error:
             requeued, lost = await self._end_session()
@@ -408,11 +409,3 @@ class Publisher:
                     await self._connection.close()
             self._connection = None
         return requeued, lost
-
-
-def _first(group: BaseExceptionGroup[BrokerUnavailable]) -> BrokerUnavailable:
-    for error in group.exceptions:
-        if isinstance(error, BaseExceptionGroup):
-            return _first(error)
-        return error
-    return BrokerUnavailable("publishing stopped")

@@ -20,6 +20,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from shared.backoff import Backoff, EscalatingBackoff
 from shared.enums import Endpoint
+from shared.tasks import until_first_ends
 from stream_worker.bybit.events import AckTimeout, AuthRejected, Dead, Event
 from stream_worker.bybit.protocol import BybitProtocol
 from stream_worker.exchange.capture import SocketCapture
@@ -180,21 +181,13 @@ class Connection:
         logger.bind(endpoint=self.endpoint.value, connects=self.connects).info("bybit socket connected")
         if self._on_connected is not None:
             self._on_connected(self.endpoint)  # anything missed while we were away: re-read the desired set
-        # Two tasks, not a TaskGroup: when a stop (cancellation) arrives just as a child fails, Python 3.11's
-        # TaskGroup raises the child's error and drops the CancelledError, so the socket never stopped (found by a
-        # loaded test run). Here a cancellation of this task always propagates, after both children are done.
-        children = (
-            asyncio.create_task(self._read(socket), name=f"{self.endpoint}-read"),
-            asyncio.create_task(self._pump(socket), name=f"{self.endpoint}-pump"),
-        )
         reason = "closed by server"
         try:
-            done, _ = await asyncio.wait(children, return_when=asyncio.FIRST_COMPLETED)
-            reason = _end_reason([child.exception() for child in children if child in done])
+            ended = await until_first_ends(
+                {f"{self.endpoint}-read": self._read(socket), f"{self.endpoint}-pump": self._pump(socket)}
+            )
+            reason = _end_reason(ended)
         finally:
-            for child in children:
-                child.cancel()
-            await asyncio.gather(*children, return_exceptions=True)
             self.connected_since = None
             if self._capture is not None:
                 self._capture.closed(reason, self.conn_id)
@@ -260,20 +253,18 @@ class Connection:
                     await self._on_event(self.endpoint, event)
 
 
-def _end_reason(errors: list[BaseException | None]) -> str:
-    """Why a session ended, from what its finished children raised; anything unexpected is re-raised."""
-    for error in errors:
-        match error:
-            case SessionEnded(reason=reason):
-                return reason
-            case websockets.ConnectionClosed(rcvd=rcvd, sent=sent):
-                # The server's close frame, or ours (e.g. 1009 when a frame exceeds max_frame_bytes).
-                frame = rcvd or sent
-                return f"closed ({frame.code})" if frame is not None else "connection lost"
-            case OSError():
-                return "connection lost"
-            case None:
-                continue
-            case _:
-                raise error
-    return "closed by server"
+def _end_reason(error: BaseException | None) -> str:
+    """Why a session ended, from what its first finished child raised; anything unexpected is re-raised."""
+    match error:
+        case SessionEnded(reason=reason):
+            return reason
+        case websockets.ConnectionClosed(rcvd=rcvd, sent=sent):
+            # The server's close frame, or ours (e.g. 1009 when a frame exceeds max_frame_bytes).
+            frame = rcvd or sent
+            return f"closed ({frame.code})" if frame is not None else "connection lost"
+        case OSError():
+            return "connection lost"
+        case None:
+            return "closed by server"
+        case _:
+            raise error

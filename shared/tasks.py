@@ -1,0 +1,29 @@
+"""Running sibling tasks until the first one ends, with a stop (cancellation) that always gets through.
+
+Python 3.11's `asyncio.TaskGroup` raises a child's error instead of the parent's `CancelledError` when both
+happen at once, and leaves the parent's cancel count raised, so `except*` around it can swallow a stop: a socket
+that reconnects forever, a worker that never exits. Python 3.12 fixed it; until then, this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+
+async def until_first_ends(coroutines: dict[str, Coroutine[Any, Any, object]]) -> BaseException | None:
+    """Run each coroutine as a task (named by its key) until one ends; cancel and await the others.
+
+    Returns what the first one to end raised, or None if it returned. A cancellation of the caller cancels every
+    task, waits for them, and propagates.
+    """
+    tasks = [asyncio.create_task(coroutine, name=name) for name, coroutine in coroutines.items()]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        first = next(task for task in tasks if task in done)  # the earliest-listed of those that ended together
+        return first.exception()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
