@@ -112,6 +112,7 @@ class Worker:
                 balances=self.balances,
                 wall=wall,
                 trace_id=trace_id,
+                interval=settings.account_resync_interval,
             )
         self.snapshots = Snapshots(
             markets=self.markets, connections=self.connections, publisher=publisher, resync=resync, wall=wall

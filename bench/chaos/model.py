@@ -62,8 +62,6 @@ KNOWN = {
     # showed one order closed during a fault that consumers kept `New` (seed 18, under CI=true): not yet explained.
     "order_closed_during_gap": "tests/e2e/test_account_resync.py::"
     "test_order_filled_while_disconnected_is_reported_closed_after_reconnect",
-    "push_lost_on_live_socket": "tests/e2e/test_account_resync.py::"
-    "test_fill_dropped_by_the_exchange_on_a_live_socket_is_recovered_by_a_later_resync",
     "market_lost_in_flight_uncounted": "tests/integration/test_publisher.py::"
     "test_market_events_written_just_before_a_link_cut_are_counted_as_lost",
 }
