@@ -62,8 +62,6 @@ KNOWN = {
     # showed one order closed during a fault that consumers kept `New` (seed 18, under CI=true): not yet explained.
     "order_closed_during_gap": "tests/e2e/test_account_resync.py::"
     "test_order_filled_while_disconnected_is_reported_closed_after_reconnect",
-    "market_lost_in_flight_uncounted": "tests/integration/test_publisher.py::"
-    "test_market_events_written_just_before_a_link_cut_are_counted_as_lost",
 }
 SAMPLES = 3  # the first few of each: the earliest is the most telling
 

@@ -125,25 +125,20 @@ def account_mismatches(fake: FakeBybit, view: AccountView) -> list[dict[str, Any
     return found
 
 
-def unexplained_holes(
-    holes: list[Hole], system: System, broker_faults: list[float]
-) -> tuple[list[Hole], int, list[Hole]]:
-    """Holes no counted drop explains; how many fell right after a SIGKILL (a killed worker counts nothing); and
-    the unexplained ones that follow a RabbitMQ fault (wall clock in `broker_faults`): the known in-flight loss."""
+def unexplained_holes(holes: list[Hole], system: System) -> tuple[list[Hole], int]:
+    """Holes no counted drop explains, and how many fell right after a SIGKILL (a killed worker counts nothing).
+    A hole after a RabbitMQ fault needs a counted drop like any other: what was written but never known to
+    have arrived when the link died counts as `in_flight`."""
     before, after = DROP_WINDOW
-    unexplained, after_kill, in_flight = [], 0, []
+    unexplained, after_kill = [], 0
     for hole in holes:
         if any(hole.at - before <= drop.at <= hole.at + after for drop in system.drops):
             continue
         if any(hole.at - before <= at <= hole.at + 1.0 for at, _ in system.kills):
             after_kill += 1
             continue
-        # The hole shows when the next update arrives, after the link is back: up to MAX_OUTAGE plus a reconnect.
-        if any(at <= hole.wall <= at + MAX_OUTAGE + 15.0 for at in broker_faults):
-            in_flight.append(hole)
-            continue
         unexplained.append(hole)
-    return unexplained, after_kill, in_flight
+    return unexplained, after_kill
 
 
 async def repeat(step: Any, interval: tuple[float, float], rng: random.Random, stop: asyncio.Event) -> None:
@@ -249,12 +244,7 @@ async def chaos(
                 for task in watching:
                     task.cancel()
             holes = [hole for consumer in consumers.values() for hole in consumer.holes]
-            broker_faults = [at for at, kind in faults.log if kind.startswith("rabbitmq_")]
-            unexplained, after_kill, in_flight = unexplained_holes(holes, system, broker_faults)
-            for hole in in_flight:
-                violations.add_known(
-                    "market_lost_in_flight_uncounted", {**hole.__dict__, "wall": _wall(int(hole.wall * 1000))}
-                )
+            unexplained, after_kill = unexplained_holes(holes, system)
             for hole in unexplained:
                 sample = {**hole.__dict__, "wall": _wall(int(hole.wall * 1000)), "counted": system.counted_drops()}
                 violations.add("market_loss_counted", sample)
@@ -286,8 +276,7 @@ async def chaos(
         "events_checked": dict(sorted(checked.items())),
         "book_holes": {
             "total": len(holes),
-            "explained_by_counted_drops": len(holes) - len(unexplained) - after_kill - len(in_flight),
-            "after_rabbitmq_fault_uncounted": len(in_flight),
+            "explained_by_counted_drops": len(holes) - len(unexplained) - after_kill,
             "right_after_sigkill": after_kill,
         },
         "counted_drops": system.counted_drops(),
