@@ -24,6 +24,7 @@ class SocketHealth(msgspec.Struct, kw_only=True):
     last_end_reason: str | None = None  # may quote an exception: never shown to anonymous callers
     conn_id: str | None = None  # Bybit's id of the current or last socket, to quote to Bybit's support
     detail: str | None = None  # why a wanted socket cannot exist (no API keys)
+    sockets: int = 0  # open sockets of this category: more than one when its topics exceed one socket's caps
 
 
 class PublisherHealth(msgspec.Struct, kw_only=True):

@@ -21,7 +21,7 @@ from stream_worker.broker.publisher import Publisher
 from stream_worker.cluster.ownership import Cluster
 from stream_worker.envelopes.market import MarketState
 from stream_worker.errors import WorkerError
-from stream_worker.exchange.connection import Connection
+from stream_worker.exchange.sockets import Sockets
 from stream_worker.op_traces import OpTraces
 from stream_worker.snapshots import SnapshotRequest, Snapshots
 from stream_worker.state.desired import Binding, DesiredSet
@@ -38,7 +38,7 @@ class Convergence:
         store: Store,
         state: StateWriter,
         publisher: Publisher,
-        connections: Mapping[Endpoint, Connection],
+        connections: Mapping[Endpoint, Sockets],
         markets: Mapping[Endpoint, MarketState],
         cluster: Callable[[], Cluster],
         op_traces: OpTraces,

@@ -12,7 +12,7 @@ import itertools
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 
 from loguru import logger
 
@@ -33,7 +33,7 @@ from stream_worker.envelopes.market import MarketResult, MarketState
 from stream_worker.envelopes.normalize import Normalizer, PayloadError
 from stream_worker.envelopes.outgoing import Outgoing
 from stream_worker.exchange.account_sync import AccountSync
-from stream_worker.exchange.connection import Connection
+from stream_worker.exchange.sockets import Sockets
 from stream_worker.op_traces import OpTraces
 from stream_worker.silence import CHANNEL_OF_ROOT, SilenceWatch
 from stream_worker.snapshots import KLINE_PREFIX, Snapshots
@@ -58,7 +58,7 @@ class Dispatcher:
     def __init__(
         self,
         *,
-        connections: Mapping[Endpoint, Connection],
+        connections: Mapping[Endpoint, Sockets],
         markets: Mapping[Endpoint, MarketState],
         normalizers: Mapping[Endpoint, Normalizer],
         publisher: Publisher,
@@ -131,12 +131,17 @@ class Dispatcher:
             case _:
                 pass
 
-    def on_connected(self, endpoint: Endpoint) -> None:
-        """A socket (re)connected: its books start over, and anything missed meanwhile is re-read."""
+    def on_connected(self, endpoint: Endpoint, topics: Collection[str] | None = None) -> None:
+        """A socket (re)connected: its books start over, and anything missed meanwhile is re-read.
+
+        `topics`: the ones that socket carries (a category may have several sockets); None: all of them.
+        """
         self._convergence.request_reload()
         market = self._markets.get(endpoint)
         if market is not None:
-            result = market.reset(now=time.monotonic(), received_ms=int(self._wall() * 1000), trace_id=self._trace_id())
+            result = market.reset(
+                now=time.monotonic(), received_ms=int(self._wall() * 1000), trace_id=self._trace_id(), topics=topics
+            )
             self._publish_market(endpoint, result)
 
     async def run_market_timers(self) -> None:

@@ -18,7 +18,7 @@ from stream_worker.convergence import NO_KEYS, Convergence
 from stream_worker.dispatch import Dispatcher
 from stream_worker.envelopes.market import MarketState
 from stream_worker.exchange.account_sync import AccountSync
-from stream_worker.exchange.connection import Connection
+from stream_worker.exchange.sockets import Sockets
 from stream_worker.state.persistence import DATABASE_ERRORS, StateWriter, Store
 
 HEARTBEAT_SECONDS = 5.0
@@ -42,7 +42,7 @@ class Health:
     def __init__(
         self,
         *,
-        connections: Mapping[Endpoint, Connection],
+        connections: Mapping[Endpoint, Sockets],
         markets: Mapping[Endpoint, MarketState],
         publisher: Publisher,
         commands: CommandListener,
@@ -88,6 +88,7 @@ class Health:
                 auth_failures=connection.auth_failures,
                 last_end_reason=connection.last_end_reason,
                 conn_id=connection.conn_id,
+                sockets=connection.open_sockets,
             )
         desired = self._convergence.desired.topics()
         if desired.get(Endpoint.PRIVATE) and Endpoint.PRIVATE not in self._connections:

@@ -35,7 +35,7 @@ from stream_worker.cluster.ownership import Cluster
 from stream_worker.envelopes.market import MarketState
 from stream_worker.errors import WorkerError
 from stream_worker.exchange.account_sync import AccountSync
-from stream_worker.exchange.connection import Connection
+from stream_worker.exchange.sockets import Sockets
 
 PREFIX = "ws_gateway_worker"
 # Bybit's topic roots (PROTOCOL.md §6, §9) as the channel types consumers know; anything else is "unknown",
@@ -106,7 +106,7 @@ class MetricsSource(Protocol):
     @property
     def cluster(self) -> Cluster: ...
     @property
-    def connections(self) -> Mapping[Endpoint, Connection]: ...
+    def connections(self) -> Mapping[Endpoint, Sockets]: ...
     @property
     def markets(self) -> Mapping[Endpoint, MarketState]: ...
     @property
@@ -259,9 +259,21 @@ class WorkerCollector(Collector):
         failed = GaugeMetricFamily(
             f"{PREFIX}_bybit_failed_topics", "Topics Bybit rejected on the socket", labels=["socket"]
         )
+        sockets = GaugeMetricFamily(
+            f"{PREFIX}_bybit_sockets_open",
+            "Open sockets of the category: more than one when its topics exceed one socket's caps",
+            labels=["socket"],
+        )
+        moved = CounterMetricFamily(
+            f"{PREFIX}_bybit_topics_moved",
+            "Topics moved to another socket of their category (a capacity refusal, or fewer sockets needed)",
+            labels=["socket"],
+        )
         for endpoint, connection in worker.connections.items():
             socket = [endpoint.value]
             protocol = connection.protocol
+            sockets.add_metric(socket, connection.open_sockets)
+            moved.add_metric(socket, connection.moved)
             reconnects.add_metric(socket, connection.reconnects)
             auth_failures.add_metric(socket, connection.auth_failures)
             connected.add_metric(socket, 1 if connection.connected else 0)
@@ -270,7 +282,7 @@ class WorkerCollector(Collector):
             subscribed.add_metric(socket, len(protocol.subscribed))
             wanted.add_metric(socket, len(protocol.wanted))
             failed.add_metric(socket, len(protocol.failed))
-        yield from (reconnects, auth_failures, connected, authenticated, subscribed, wanted, failed)
+        yield from (reconnects, auth_failures, connected, authenticated, subscribed, wanted, failed, sockets, moved)
 
     def _published(self) -> Iterable[Metric]:
         published = CounterMetricFamily(

@@ -47,7 +47,12 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     bybit_api_secret: Secret | None = None
     ping_interval: float = 20.0
     dead_after: float = 40.0  # no frame at all for this long: the socket is dead (default: 2 ping intervals)
-    ack_timeout: float = 10.0  # an op unacknowledged this long recycles the socket
+    ack_timeout: float = 10.0  # an op unacknowledged this long (from when it was sent) recycles the socket
+    subscribe_window: int = 10  # subscribe/unsubscribe ops in flight per socket; the rest wait for acks
+    # Per public socket, below Bybit's caps (21,000 args characters; 2,000 option topics, PROTOCOL.md §5.2): a
+    # category that needs more opens another socket.
+    socket_args_chars: int = 20_000
+    option_socket_topics: int = 1_900
     max_frame_bytes: int = 4 * 1024 * 1024  # a bigger frame closes the socket (1009) and it reconnects
     compression: bool = False  # permessage-deflate halves ingest throughput; Bybit is not known to need it
     uvloop: bool = True  # the faster event loop; switch off to debug with the standard one
@@ -148,6 +153,11 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
             ping_interval=ping_interval,
             dead_after=env.number("BYBIT_DEAD_AFTER", 2 * ping_interval, minimum=1, maximum=900),
             ack_timeout=env.number("BYBIT_ACK_TIMEOUT", d.ack_timeout, minimum=0.1, maximum=300),
+            subscribe_window=env.integer("BYBIT_SUBSCRIBE_WINDOW", d.subscribe_window, minimum=1, maximum=1000),
+            socket_args_chars=env.integer("BYBIT_SOCKET_ARGS_CHARS", d.socket_args_chars, minimum=50, maximum=21_000),
+            option_socket_topics=env.integer(
+                "BYBIT_OPTION_SOCKET_TOPICS", d.option_socket_topics, minimum=1, maximum=2_000
+            ),
             max_frame_bytes=env.integer("BYBIT_MAX_FRAME_BYTES", d.max_frame_bytes, minimum=65_536, maximum=1 << 30),
             compression=env.flag("BYBIT_COMPRESSION", d.compression),
             uvloop=env.flag("WS_GATEWAY_UVLOOP", d.uvloop),

@@ -37,9 +37,9 @@ from stream_worker.broker.publisher import Publisher
 from stream_worker.envelopes.market import MarketState
 from stream_worker.envelopes.normalize import PayloadError
 from stream_worker.envelopes.outgoing import Outgoing
-from stream_worker.exchange.connection import Connection
 from stream_worker.exchange.rest import BybitRestError
 from stream_worker.exchange.resync import AccountResync
+from stream_worker.exchange.sockets import Sockets
 
 STATEFUL_PRIVATE = frozenset({ChannelType.ORDER, ChannelType.POSITION, ChannelType.BALANCE})
 PRIVATE_POLL = 0.2  # how often a waiting private snapshot looks whether its topic has been acknowledged
@@ -65,7 +65,7 @@ class Snapshots:
         self,
         *,
         markets: Mapping[Endpoint, MarketState],
-        connections: Mapping[Endpoint, Connection],
+        connections: Mapping[Endpoint, Sockets],
         publisher: Publisher,
         resync: AccountResync | None,
         wall: Callable[[], float],

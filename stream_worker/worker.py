@@ -16,7 +16,7 @@ import contextlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from loguru import logger
@@ -24,7 +24,9 @@ from loguru import logger
 from shared.enums import Endpoint
 from stream_worker.broker.commands import CommandListener
 from stream_worker.broker.publisher import Publisher
+from stream_worker.bybit.events import Event
 from stream_worker.bybit.protocol import BybitProtocol
+from stream_worker.bybit.shards import ShardLimits
 from stream_worker.bybit.signing import Credentials
 from stream_worker.cluster.membership import MembershipStore
 from stream_worker.cluster.ownership import Cluster
@@ -38,6 +40,7 @@ from stream_worker.exchange.capture import Capture
 from stream_worker.exchange.connection import Connection, ConnectionSettings
 from stream_worker.exchange.rest import BybitRest
 from stream_worker.exchange.resync import AccountResync
+from stream_worker.exchange.sockets import ConnectionFactory, Sockets
 from stream_worker.health import Health, write_heartbeats
 from stream_worker.metrics import PublishTally, serve_metrics, worker_registry
 from stream_worker.op_traces import OpTraces
@@ -67,6 +70,7 @@ class Worker:
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self._connection_settings = connection_settings
         self.worker_id = settings.worker_id
         self.instance_id = uuid.uuid4().hex
         self.store = store
@@ -82,9 +86,9 @@ class Worker:
         credentials = None
         if settings.bybit_api_key is not None and settings.bybit_api_secret is not None:
             credentials = Credentials(settings.bybit_api_key.reveal(), settings.bybit_api_secret.reveal())
-        protocols = {endpoint: self._protocol(endpoint, None) for endpoint in PUBLIC_ENDPOINTS}
-        if credentials is not None:
-            protocols[Endpoint.PRIVATE] = self._protocol(Endpoint.PRIVATE, credentials)
+        endpoints = [*PUBLIC_ENDPOINTS, *((Endpoint.PRIVATE,) if credentials is not None else ())]
+        # Socket 0 of the private stream is built now: account re-sync follows its auth.
+        private_protocol = self._protocol(Endpoint.PRIVATE, credentials) if credentials is not None else None
         self.markets = {
             endpoint: MarketState(
                 endpoint,
@@ -96,8 +100,8 @@ class Worker:
             )
             for endpoint in PUBLIC_ENDPOINTS
         }
-        self.normalizers = {endpoint: Normalizer(endpoint) for endpoint in protocols}
-        self.connections: dict[Endpoint, Connection] = {}  # filled below, once the dispatcher exists
+        self.normalizers = {endpoint: Normalizer(endpoint) for endpoint in endpoints}
+        self.connections: dict[Endpoint, Sockets] = {}  # filled below, once the dispatcher exists
 
         self.rest: BybitRest | None = None
         self.account_sync: AccountSync | None = None
@@ -105,9 +109,10 @@ class Worker:
         if credentials is not None:
             self.rest = BybitRest(settings.rest_url, credentials)
             resync = AccountResync(self.rest, self.open_items, option_base_coins=settings.option_base_coins)
+            assert private_protocol is not None
             self.account_sync = AccountSync(
                 resync,
-                protocols[Endpoint.PRIVATE],
+                private_protocol,
                 put_account=self.put_account,
                 balances=self.balances,
                 wall=wall,
@@ -154,14 +159,13 @@ class Worker:
             )
         base_urls = dict.fromkeys(PUBLIC_ENDPOINTS, settings.public_ws_url)
         base_urls[Endpoint.PRIVATE] = settings.private_ws_url
-        for endpoint, protocol in protocols.items():
-            self.connections[endpoint] = Connection(
-                protocol,
-                f"{base_urls[endpoint]}{endpoint.path}",
-                self.dispatcher.on_event,
+        for endpoint in endpoints:
+            self.connections[endpoint] = Sockets(
+                endpoint,
+                self._socket_factory(endpoint, f"{base_urls[endpoint]}{endpoint.path}", private_protocol),
+                limits=self._shard_limits(endpoint),
+                on_event=self.dispatcher.on_event,
                 on_connected=self.dispatcher.on_connected,
-                settings=connection_settings,
-                capture=self.capture.socket(endpoint.value, endpoint.value) if self.capture is not None else None,
             )
         self.commands = CommandListener(
             settings.rabbitmq_url, self.worker_id, self.convergence.on_command, reread=self.convergence.reload
@@ -204,7 +208,34 @@ class Worker:
             ping_interval=self.settings.ping_interval,
             dead_after=self.settings.dead_after,
             ack_timeout=self.settings.ack_timeout,
+            window=self.settings.subscribe_window,
         )
+
+    def _shard_limits(self, endpoint: Endpoint) -> ShardLimits:
+        if endpoint.private:
+            return ShardLimits()  # one private socket: private topics are a handful
+        topics = self.settings.option_socket_topics if endpoint is Endpoint.OPTION else None
+        return ShardLimits(max_chars=self.settings.socket_args_chars, max_topics=topics)
+
+    def _socket_factory(self, endpoint: Endpoint, url: str, private: BybitProtocol | None) -> ConnectionFactory:
+        def make(
+            index: int,
+            on_event: Callable[[Endpoint, Event], Awaitable[None]],
+            on_connected: Callable[[Endpoint], None],
+        ) -> Connection:
+            protocol = private if endpoint.private and index == 0 and private is not None else None
+            label = endpoint.value if index == 0 else f"{endpoint.value}-{index}"  # capture files per socket
+            return Connection(
+                protocol or self._protocol(endpoint, None),
+                url,
+                on_event,
+                on_connected=on_connected,
+                settings=self._connection_settings,
+                capture=self.capture.socket(label, endpoint.value) if self.capture is not None else None,
+                close_when_idle=index > 0,
+            )
+
+        return make
 
     # What tests, metrics and health read of the parts.
     @property
@@ -261,8 +292,8 @@ class Worker:
                     inputs.create_task(self.snapshots.run(), name="snapshots")
                     if self.account_sync is not None:
                         inputs.create_task(self.account_sync.run(), name="account-resync")
-                    for endpoint, connection in self.connections.items():
-                        inputs.create_task(connection.run(), name=f"bybit-{endpoint}")
+                    for endpoint, sockets in self.connections.items():
+                        inputs.create_task(sockets.run(), name=f"bybit-{endpoint}")
                     if self.settings.metrics_port:
                         metrics = serve_metrics(self.metrics, self.settings.metrics_host, self.settings.metrics_port)
                         inputs.create_task(metrics, name="metrics")

@@ -152,7 +152,8 @@ class Churn:
         self.counts["snapshot_request"] += 1
 
     async def capacity_rejection(self, fake: FakeBybit, bound: float) -> None:
-        """Bybit refuses one topic (as when a connection is full): its subscription must end `failed`."""
+        """Bybit refuses one topic wherever it is sent (a refusal the worker reads as "socket full", so it tries
+        the topic once on a socket of its own): its subscription must end `failed`."""
         fake.reject_topic(REJECTED_TOPIC, "too many topics for this connection")
         try:
             subscription_id = await self.subscribe("svc-c", REJECTED)

@@ -13,6 +13,9 @@ Invariants (each public method leaves them true):
 - A topic is only sent once the socket is ready: connected, and on the private stream authenticated.
 - When no op is in flight for a topic, it is subscribed iff it is wanted and not parked as failed; an ack
   that leaves it otherwise queues the op that fixes it (so an unwant during a subscribe ends unsubscribed).
+- At most `window` ops are in flight on a socket. A topic whose op cannot go out yet waits in order and goes out
+  as an ack frees a slot; its ack clock starts when it is sent. After a reconnect every wanted topic would
+  otherwise go out in one burst, and one late ack among hundreds would recycle the whole socket, again and again.
 - A rejected subscribe parks the topic in `failed` with Bybit's reason. It is not retried, not even after a
   reconnect, until someone asks again: `unwant` then `want`, or `resubscribe`. Bybit rejects bad names and
   unknown symbols the same way every time, and a rejection may disturb the socket's other topics (§5.3).
@@ -99,6 +102,7 @@ class BybitProtocol:
         dead_after: float = 40.0,
         ack_timeout: float = 10.0,
         auth_expiry_ms: int = 10_000,
+        window: int = 10,
     ) -> None:
         if endpoint.private and credentials is None:
             raise ValueError("the private endpoint needs credentials")
@@ -108,6 +112,9 @@ class BybitProtocol:
         self._dead_after = dead_after
         self._ack_timeout = ack_timeout
         self._auth_expiry_ms = auth_expiry_ms
+        if window < 1:
+            raise ValueError(f"the subscribe window is at least 1 op, got {window}")
+        self._window = window
 
         self._wanted: dict[str, None] = {}  # a dict keeps the order topics were asked for
         self._failed: dict[str, str] = {}
@@ -119,6 +126,8 @@ class BybitProtocol:
         self._subscribed: set[str] = set()
         self._in_flight: dict[str, _InFlight] = {}  # req_id -> op, in the order sent
         self._req_of_topic: dict[str, str] = {}
+        # Topics whose op waits for a free slot, in the order they were due; True: a resubscribe was asked.
+        self._waiting: dict[str, bool] = {}
         self._outbox: list[str] = []
         self._last_received: float | None = None
         self._next_ping_at = 0.0
@@ -163,6 +172,11 @@ class BybitProtocol:
     def pending(self) -> frozenset[str]:
         """Topics with a subscribe or unsubscribe in flight on this socket."""
         return frozenset(self._req_of_topic)
+
+    @property
+    def queued(self) -> int:
+        """Topics whose op waits for a free slot in the subscribe window."""
+        return len(self._waiting)
 
     @property
     def failed(self) -> Mapping[str, str]:
@@ -213,6 +227,7 @@ class BybitProtocol:
         self._subscribed.clear()
         self._in_flight.clear()
         self._req_of_topic.clear()
+        self._waiting.clear()
         self._outbox.clear()  # frames meant for the old socket must never reach the new one
         self._dead_reported = False
         self._conn_id = None
@@ -249,6 +264,10 @@ class BybitProtocol:
         self._failed.pop(topic, None)
         if not self.ready or topic in self._req_of_topic:
             return
+        if len(self._in_flight) >= self._window:
+            self._waiting[topic] = True
+            return
+        self._waiting.pop(topic, None)
         if topic in self._subscribed:
             self._send(UNSUBSCRIBE, topic)  # its ack finds the topic wanted and subscribes it again
         else:
@@ -264,10 +283,28 @@ class BybitProtocol:
             return
         live = topic in self._subscribed
         if topic in self._wanted and topic not in self._failed:
-            if not live:
-                self._send(SUBSCRIBE, topic, now)
-        elif live:
-            self._send(UNSUBSCRIBE, topic, now)
+            op = None if live else SUBSCRIBE
+        else:
+            op = UNSUBSCRIBE if live else None
+        if op is None:
+            return
+        if len(self._in_flight) >= self._window:
+            self._waiting.setdefault(topic, False)
+            return
+        self._waiting.pop(topic, None)
+        self._send(op, topic, now)
+
+    def _send_waiting(self, now: float) -> None:
+        """Slots freed: send the ops that waited for one, oldest first."""
+        while self._waiting and len(self._in_flight) < self._window and self.ready:
+            topic, resubscribe = next(iter(self._waiting.items()))
+            del self._waiting[topic]
+            if topic in self._req_of_topic:
+                continue  # its own ack will re-sync it
+            if resubscribe and topic in self._wanted:
+                self.resubscribe(topic)
+            else:
+                self._sync(topic, now)
 
     def _send(self, op: str, topic: str, now: float | None = None) -> None:
         """Queue a one-topic op. `now` is None from calls that have no clock; the next tick stamps it."""
@@ -398,6 +435,7 @@ class BybitProtocol:
                 self._failed[topic] = why
             event = SubscribeRejected(topic=topic, reason=why, conn_id=self._conn_id)
         self._sync(topic, now)
+        self._send_waiting(now)
         return [event]
 
     # -- timers -----------------------------------------------------------------------------------------

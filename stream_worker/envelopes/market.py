@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 import itertools
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -389,10 +389,17 @@ class MarketState:
 
     # -- socket lifecycle and timers -----------------------------------------------------------------------
 
-    def reset(self, *, now: float, received_ms: int, trace_id: str) -> MarketResult:
-        """A reconnect: every book becomes invalid (valid ones say so) and ticker caches are dropped."""
+    def reset(
+        self, *, now: float, received_ms: int, trace_id: str, topics: Collection[str] | None = None
+    ) -> MarketResult:
+        """A reconnect: every book becomes invalid (valid ones say so) and ticker caches are dropped.
+
+        `topics`: only those (the ones the reconnected socket carries, when a category has several sockets).
+        """
         result = MarketResult()
         for topic, slot in self._books.items():
+            if topics is not None and topic not in topics:
+                continue
             outcome = slot.book.reset()
             if outcome.just_invalidated:
                 self.counters["book_invalid:reconnect"] += 1
@@ -400,8 +407,9 @@ class MarketState:
                     self._invalid_event(topic, slot, InvalidCause.RECONNECT, None, trace_id, received_ms)
                 )
             slot.invalid_since = None  # the reconnect resubscribes every topic anyway
-        for ticker in self._tickers.values():
-            ticker.cache.reset()
+        for topic, ticker in self._tickers.items():
+            if topics is None or topic in topics:
+                ticker.cache.reset()
         return result
 
     def forget(self, topics: Iterable[str]) -> None:

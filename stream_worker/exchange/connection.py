@@ -27,6 +27,7 @@ from stream_worker.exchange.capture import SocketCapture
 TICK_SECONDS = 0.5  # how often the core's timers (ping due, dead socket, ack timeout) are checked
 # A session that stayed up this long was healthy: the next reconnect starts from the first backoff step.
 HEALTHY_SESSION_SECONDS = 30.0
+IDLE = "idle"  # the session's end reason when an extra socket closes because it carries nothing
 
 EventHandler = Callable[[Endpoint, Event], Awaitable[None]]
 ConnectedHandler = Callable[[Endpoint], None]
@@ -71,9 +72,12 @@ class Connection:
         wall: Callable[[], float] = time.time,
         capture: SocketCapture | None = None,
         admit: Admission | None = None,
+        close_when_idle: bool = False,
     ) -> None:
         self.protocol = protocol
         self._admit = admit
+        # An extra socket of a sharded category closes once it carries nothing, instead of idling open.
+        self._close_when_idle = close_when_idle
         self._capture = capture  # WS_GATEWAY_CAPTURE_DIR: every frame in and out, for replay
         self.endpoint = protocol.endpoint
         self.url = url
@@ -142,6 +146,8 @@ class Connection:
                 self.reconnects += 1
             reason = await self._session(socket)
             self.last_end_reason = reason
+            if reason == IDLE:
+                continue  # nothing to carry: no backoff, wait until something is wanted again
             if reason == "auth rejected":
                 self.auth_failures += 1
                 await self._pause(reason, self._auth_backoff)
@@ -219,6 +225,8 @@ class Connection:
 
     async def _pump(self, socket: ClientConnection) -> None:
         while True:
+            if self._close_when_idle and not self.protocol.wanted and not self.protocol.pending:
+                raise SessionEnded(IDLE)
             await self._send_queued(socket)
             events = self.protocol.tick(self._clock())
             if events:

@@ -115,6 +115,7 @@ class FakeBybit:
         self._rest_banned_until = 0.0
         self._rest_throttled = 0
         self._rejections: dict[str, str] = {}
+        self.subscribe_rejections = 0  # subscribe requests refused, for any reason
         self._stalled: set[Endpoint] = set()
         self._refuse_until = 0.0
         self._refuse_status = HTTPStatus.SERVICE_UNAVAILABLE
@@ -318,6 +319,7 @@ class FakeBybit:
         )
         self._ack(session, "subscribe", req_id, args, ret_msg=refusal)
         if refusal is not None:
+            self.subscribe_rejections += 1
             return
         record.topics.update(args)
         if record.category != "private":  # §5.4: no snapshot for private topics

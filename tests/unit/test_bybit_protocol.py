@@ -729,12 +729,12 @@ def deliver(protocol: BybitProtocol, server: FakeBybit, count: int, now: float) 
         drive(protocol, server)
 
 
-@given(endpoint=st.sampled_from(list(Endpoint)), steps=STEPS)
+@given(endpoint=st.sampled_from(list(Endpoint)), steps=STEPS, window=st.integers(min_value=1, max_value=4))
 @settings(max_examples=300, deadline=None)
 def test_any_interleaving_never_double_subscribes_and_converges_to_wanted(
-    endpoint: Endpoint, steps: list[tuple[str, Any]]
+    endpoint: Endpoint, steps: list[tuple[str, Any]], window: int
 ) -> None:
-    protocol = private() if endpoint.private else public(endpoint)
+    protocol = private(window=window) if endpoint.private else public(endpoint, window=window)
     server = FakeBybit(endpoint)
     now = 0.0
     for action, argument in steps:
@@ -755,6 +755,7 @@ def test_any_interleaving_never_double_subscribes_and_converges_to_wanted(
             protocol.connection_made(now, WALL_MS)
         drive(protocol, server)
         assert server.violations == []
+        assert len(protocol.pending) <= window
         assert protocol.failed.keys() <= protocol.wanted
         if protocol.connected:
             assert protocol.subscribed - protocol.pending <= server.live
@@ -770,3 +771,68 @@ def test_any_interleaving_never_double_subscribes_and_converges_to_wanted(
     assert protocol.pending == frozenset()
     assert protocol.subscribed == protocol.wanted - rejected == server.live
     assert protocol.failed.keys() == rejected
+
+
+# -- the subscribe window --------------------------------------------------------------------------------------
+
+
+def test_a_reconnect_sends_no_more_than_the_window_and_each_ack_lets_one_more_out() -> None:
+    protocol = public(window=3)
+    topics = [f"tickers.SYM{i}USDT" for i in range(8)]
+    for topic in topics:
+        protocol.want(topic)
+    first = topics_of(connected(protocol), "subscribe")
+    assert first == topics[:3]
+    assert protocol.queued == 5
+    protocol.receive(ack(first[0]), 1.0)
+    assert topics_of(sent(protocol), "subscribe") == [topics[3]]
+    pending = [*first[1:], topics[3]]
+    while pending:
+        topic = pending.pop(0)
+        protocol.receive(ack(topic), 2.0)
+        pending += topics_of(sent(protocol), "subscribe")
+    assert protocol.subscribed == frozenset(topics)
+    assert protocol.queued == 0
+
+
+def test_an_op_that_waited_for_the_window_starts_its_ack_clock_when_sent() -> None:
+    protocol = public(window=1, ack_timeout=10.0)
+    protocol.want("tickers.AUSDT")
+    protocol.want("tickers.BUSDT")
+    assert topics_of(connected(protocol, now=0.0), "subscribe") == ["tickers.AUSDT"]
+    protocol.receive(ack("tickers.AUSDT"), 9.0)  # slow, but in time
+    assert topics_of(sent(protocol), "subscribe") == ["tickers.BUSDT"]
+    assert [e for e in protocol.tick(15.0) if isinstance(e, AckTimeout)] == []  # 6 s after it went out
+    assert [e for e in protocol.tick(19.5) if isinstance(e, AckTimeout)] == [
+        AckTimeout(op="subscribe", topics=("tickers.BUSDT",))
+    ]
+
+
+def test_a_topic_unwanted_while_it_waited_for_the_window_is_never_sent() -> None:
+    protocol = public(window=1)
+    protocol.want("tickers.AUSDT")
+    protocol.want("tickers.BUSDT")
+    connected(protocol)
+    protocol.unwant("tickers.BUSDT")
+    protocol.receive(ack("tickers.AUSDT"), 1.0)
+    assert sent(protocol) == []
+    assert protocol.queued == 0
+
+
+def test_a_resubscribe_asked_while_the_window_is_full_happens_when_a_slot_frees() -> None:
+    protocol = public(window=1)
+    connected(protocol)
+    subscribed(protocol, "tickers.AUSDT")
+    protocol.want("tickers.BUSDT")
+    assert topics_of(sent(protocol), "subscribe") == ["tickers.BUSDT"]
+    protocol.resubscribe("tickers.AUSDT")
+    assert sent(protocol) == []
+    protocol.receive(ack("tickers.BUSDT"), 1.0)
+    assert topics_of(sent(protocol), "unsubscribe") == ["tickers.AUSDT"]
+    protocol.receive(ack("tickers.AUSDT", "unsubscribe"), 2.0)
+    assert topics_of(sent(protocol), "subscribe") == ["tickers.AUSDT"]
+
+
+def test_the_window_is_at_least_one_op() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        public(window=0)
