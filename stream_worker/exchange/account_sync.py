@@ -122,7 +122,7 @@ class AccountSync:
             periodic = await self._wait_due()
             since_ms = self._since_ms
             started_ms = int(self._wall() * 1000)
-            result = await self._fetch(since_ms)
+            result = await self._fetch(since_ms, periodic=periodic)
             for item in result.events:
                 await self._put_account(item)
             for wallet in result.wallets:
@@ -162,7 +162,7 @@ class AccountSync:
             return False  # a gap is pending (its own re-sync comes when settled), or there is nothing to fetch
         return protocol.wanted <= protocol.subscribed | set(protocol.failed)
 
-    async def _fetch(self, since_ms: int | None) -> ResyncResult:
+    async def _fetch(self, since_ms: int | None, *, periodic: bool) -> ResyncResult:
         announced: set[str] = set()  # reasons already published for this gap
         while True:
             try:
@@ -174,6 +174,8 @@ class AccountSync:
                     since_ms=since_ms,
                     received_ms=int(self._wall() * 1000),
                     trace_id=self._trace_id(),
+                    # This worker recorded every order it published as open while its stream stayed up.
+                    closed_in_gap=not periodic,
                 )
             except RESYNC_ERRORS as error:
                 reason, delay = self._verdict(error)
