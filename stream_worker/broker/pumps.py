@@ -9,13 +9,13 @@ Off by default (0): in the whole-market bench a 0.5 ms window saved no CPU per m
 arrive in one loop iteration already share a write.
 
 Market data goes without publisher confirms, so a write that left our socket is not known to have reached
-RabbitMQ: when the link dies, bytes in the kernel's or a proxy's buffers vanish. The market pump's
-checkpoints make the loss countable at no cost per message: after new writes (at most every
-`CHECKPOINT_INTERVAL`) a synchronous no-op (`basic.qos`) goes on the market channel (`Writer.checkpoint`);
-RabbitMQ's channel handles methods in order, so its reply says every publish written before it was routed. Whatever was
-written after the last reply is `unverified`, and the publisher counts it as lost in flight (possibly
-delivered, never silently lost) when the link dies. Confirms would tell message by message, but cost a future
-per message and, on the public path, a task per message.
+RabbitMQ: when the link dies, bytes in the kernel's or a proxy's buffers vanish. The market pump's checkpoints
+make that loss countable at no cost per message: after new writes (at most every `CHECKPOINT_INTERVAL`) a
+synchronous no-op (`basic.qos`) goes on the market channel (`Writer.checkpoint`); RabbitMQ's channel handles
+methods in order, so its reply says every publish written before it was routed. Whatever was written after
+the last reply is `unverified`, and the publisher counts it as lost in flight (possibly delivered, never
+silently lost) when the link dies. Confirms would tell message by message, but cost a future per message
+and, on the public path, a task per message.
 
 The account pump keeps the confirm window full: it retires what the broker confirmed (pausing, with backoff,
 after a nack so a refusing queue is not hammered), then publishes re-publishes first and then new events in
