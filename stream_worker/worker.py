@@ -1,7 +1,8 @@
 """The stream worker's wiring: builds the parts and owns their task tree. Nothing else lives here.
 
 The parts, by layer (see docs/architecture.md):
-- exchange: one `Connection` per Bybit socket around its sans-I/O `BybitProtocol`, REST and account re-sync;
+- exchange: `Sockets` per category (one `Connection` per Bybit socket around its sans-I/O `BybitProtocol`), REST
+  and account re-sync;
 - envelopes: `MarketState` (books, tickers) and `Normalizer` turn pushes into envelopes;
 - broker: the `Publisher` drains the bounded hand-offs into RabbitMQ; the `CommandListener` takes notices;
 - cluster: `Cluster` renews this worker's lease and says which topics it owns;
@@ -16,7 +17,7 @@ import contextlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from loguru import logger
@@ -24,9 +25,6 @@ from loguru import logger
 from shared.enums import Endpoint
 from stream_worker.broker.commands import CommandListener
 from stream_worker.broker.publisher import Publisher
-from stream_worker.bybit.events import Event
-from stream_worker.bybit.protocol import BybitProtocol
-from stream_worker.bybit.shards import ShardLimits
 from stream_worker.bybit.signing import Credentials
 from stream_worker.cluster.membership import MembershipStore
 from stream_worker.cluster.ownership import Cluster
@@ -37,10 +35,11 @@ from stream_worker.envelopes.normalize import Normalizer
 from stream_worker.envelopes.outgoing import Outgoing
 from stream_worker.exchange.account_sync import AccountSync
 from stream_worker.exchange.capture import Capture
-from stream_worker.exchange.connection import Connection, ConnectionSettings
+from stream_worker.exchange.connection import ConnectionSettings
 from stream_worker.exchange.rest import BybitRest
 from stream_worker.exchange.resync import AccountResync
-from stream_worker.exchange.sockets import ConnectionFactory, Sockets
+from stream_worker.exchange.socket_factory import SocketFactory
+from stream_worker.exchange.sockets import Sockets
 from stream_worker.health import Health, write_heartbeats
 from stream_worker.metrics import PublishTally, serve_metrics, worker_registry
 from stream_worker.op_traces import OpTraces
@@ -70,7 +69,6 @@ class Worker:
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self._connection_settings = connection_settings
         self.worker_id = settings.worker_id
         self.instance_id = uuid.uuid4().hex
         self.store = store
@@ -87,8 +85,27 @@ class Worker:
         if settings.bybit_api_key is not None and settings.bybit_api_secret is not None:
             credentials = Credentials(settings.bybit_api_key.reveal(), settings.bybit_api_secret.reveal())
         endpoints = [*PUBLIC_ENDPOINTS, *((Endpoint.PRIVATE,) if credentials is not None else ())]
+        self.capture: Capture | None = None
+        if settings.capture_dir:
+            self.capture = Capture(
+                Path(settings.capture_dir),
+                file_bytes=settings.capture_file_bytes,
+                total_bytes=settings.capture_total_bytes,
+            )
+        sockets = SocketFactory(
+            public_url=settings.public_ws_url,
+            private_url=settings.private_ws_url,
+            ping_interval=settings.ping_interval,
+            dead_after=settings.dead_after,
+            ack_timeout=settings.ack_timeout,
+            window=settings.subscribe_window,
+            args_chars=settings.socket_args_chars,
+            option_topics=settings.option_socket_topics,
+            connection=connection_settings,
+            capture=self.capture,
+        )
         # Socket 0 of the private stream is built now: account re-sync follows its auth.
-        private_protocol = self._protocol(Endpoint.PRIVATE, credentials) if credentials is not None else None
+        private_protocol = sockets.protocol(Endpoint.PRIVATE, credentials) if credentials is not None else None
         self.markets = {
             endpoint: MarketState(
                 endpoint,
@@ -150,22 +167,12 @@ class Worker:
             wall=wall,
             book_top_interval=settings.book_top_interval,
         )
-        self.capture: Capture | None = None
-        if settings.capture_dir:
-            self.capture = Capture(
-                Path(settings.capture_dir),
-                file_bytes=settings.capture_file_bytes,
-                total_bytes=settings.capture_total_bytes,
-            )
-        base_urls = dict.fromkeys(PUBLIC_ENDPOINTS, settings.public_ws_url)
-        base_urls[Endpoint.PRIVATE] = settings.private_ws_url
         for endpoint in endpoints:
-            self.connections[endpoint] = Sockets(
+            self.connections[endpoint] = sockets.category(
                 endpoint,
-                self._socket_factory(endpoint, f"{base_urls[endpoint]}{endpoint.path}", private_protocol),
-                limits=self._shard_limits(endpoint),
                 on_event=self.dispatcher.on_event,
                 on_connected=self.dispatcher.on_connected,
+                private=private_protocol,
             )
         self.commands = CommandListener(
             settings.rabbitmq_url, self.worker_id, self.convergence.on_command, reread=self.convergence.reload
@@ -200,42 +207,6 @@ class Worker:
             broker_grace=settings.broker_grace,
         )
         self.metrics = worker_registry(self, self.published)
-
-    def _protocol(self, endpoint: Endpoint, credentials: Credentials | None) -> BybitProtocol:
-        return BybitProtocol(
-            endpoint=endpoint,
-            credentials=credentials,
-            ping_interval=self.settings.ping_interval,
-            dead_after=self.settings.dead_after,
-            ack_timeout=self.settings.ack_timeout,
-            window=self.settings.subscribe_window,
-        )
-
-    def _shard_limits(self, endpoint: Endpoint) -> ShardLimits:
-        if endpoint.private:
-            return ShardLimits()  # one private socket: private topics are a handful
-        topics = self.settings.option_socket_topics if endpoint is Endpoint.OPTION else None
-        return ShardLimits(max_chars=self.settings.socket_args_chars, max_topics=topics)
-
-    def _socket_factory(self, endpoint: Endpoint, url: str, private: BybitProtocol | None) -> ConnectionFactory:
-        def make(
-            index: int,
-            on_event: Callable[[Endpoint, Event], Awaitable[None]],
-            on_connected: Callable[[Endpoint], None],
-        ) -> Connection:
-            protocol = private if endpoint.private and index == 0 and private is not None else None
-            label = endpoint.value if index == 0 else f"{endpoint.value}-{index}"  # capture files per socket
-            return Connection(
-                protocol or self._protocol(endpoint, None),
-                url,
-                on_event,
-                on_connected=on_connected,
-                settings=self._connection_settings,
-                capture=self.capture.socket(label, endpoint.value) if self.capture is not None else None,
-                close_when_idle=index > 0,
-            )
-
-        return make
 
     # What tests, metrics and health read of the parts.
     @property

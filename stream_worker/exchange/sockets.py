@@ -36,6 +36,7 @@ class ConnectionFactory(Protocol):
         index: int,
         on_event: Callable[[Endpoint, Event], Awaitable[None]],
         on_connected: Callable[[Endpoint], None],
+        /,
     ) -> Connection: ...
 
 

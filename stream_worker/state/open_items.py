@@ -18,16 +18,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from decimal import Decimal, InvalidOperation
 
 import msgspec
-from loguru import logger
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
-from shared.backoff import Backoff
 from shared.enums import ChannelType
 from shared.schema import AccountOpenItemRow
 from stream_worker.envelopes.outgoing import Outgoing
 from stream_worker.state.balances import load_held_coins
-from stream_worker.state.persistence import DATABASE_ERRORS, Store
+from stream_worker.state.persistence import DATABASE_ERRORS, Store, WriteRetry
 
 OPEN_ORDER_STATUSES = frozenset({"New", "PartiallyFilled", "Untriggered"})
 
@@ -123,11 +121,10 @@ class OpenItems:
     ) -> None:
         self._store = store
         self._flush_interval = flush_interval
-        self._backoff = Backoff(0.2, retry_cap, rng or random.Random())
+        self._retry = WriteRetry("open orders and positions", retry_cap=retry_cap, rng=rng, sleep=sleep)
         self._sleep = sleep
         self._pending: dict[tuple[str, str, str], OpenFact] = {}
         self._lock = asyncio.Lock()
-        self.failed_flushes = 0
 
     def observe(self, item: Outgoing) -> None:
         fact = fact_of(item)
@@ -154,14 +151,13 @@ class OpenItems:
             try:
                 await self.flush()
             except DATABASE_ERRORS as error:
-                self.failed_flushes += 1
-                delay = self._backoff.next_delay()
-                logger.bind(error=type(error).__name__, retry_in_s=round(delay, 2)).warning(
-                    "could not store open orders and positions; will retry"
-                )
-                await self._sleep(delay)
+                await self._retry.failed(error)
                 continue
-            self._backoff.reset()
+            self._retry.succeeded()
+
+    @property
+    def failed_flushes(self) -> int:
+        return self._retry.failures
 
     async def flush(self) -> None:
         """Write pending facts (newer wins in the table too); on an outage they stay pending and it raises."""

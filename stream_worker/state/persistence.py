@@ -132,6 +132,34 @@ def _served_topics(endpoint: Endpoint, topic: str) -> list[str]:
     return [topic]
 
 
+class WriteRetry:
+    """What a batched writer does when PostgreSQL refuses a flush: count it, warn, back off; reset on success."""
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        retry_cap: float = 10.0,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._what = what
+        self._backoff = Backoff(0.2, retry_cap, rng or random.Random())
+        self._sleep = sleep
+        self.failures = 0
+
+    async def failed(self, error: BaseException) -> None:
+        self.failures += 1
+        delay = self._backoff.next_delay()
+        logger.bind(error=type(error).__name__, retry_in_s=round(delay, 2)).warning(
+            f"could not write {self._what}; will retry"
+        )
+        await self._sleep(delay)
+
+    def succeeded(self) -> None:
+        self._backoff.reset()
+
+
 class StateWriter:
     """Coalesces status changes and event times in memory and flushes them in batches."""
 
@@ -146,13 +174,11 @@ class StateWriter:
     ) -> None:
         self._store = store
         self._flush_interval = flush_interval
-        self._backoff = Backoff(0.2, retry_cap, rng or random.Random())
-        self._sleep = sleep
+        self._retry = WriteRetry("subscription state", retry_cap=retry_cap, rng=rng, sleep=sleep)
         self._statuses: dict[TopicKey, StatusUpdate] = {}
         self._event_times: dict[TopicKey, int] = {}
         self._stale: dict[TopicKey, int | None] = {}
         self._wake = asyncio.Event()
-        self.failed_flushes = 0
 
     def set_status(self, endpoint: Endpoint, topic: str, status: SubscriptionStatus, error: str | None = None) -> None:
         self._statuses[(endpoint, topic)] = (status, error)
@@ -192,12 +218,11 @@ class StateWriter:
             self._statuses = {**statuses, **self._statuses}
             self._event_times = {**times, **self._event_times}
             self._stale = {**stale, **self._stale}
-            self.failed_flushes += 1
-            delay = self._backoff.next_delay()
-            logger.bind(error=type(error).__name__, retry_in_s=round(delay, 2)).warning(
-                "could not write subscription state; will retry"
-            )
-            await self._sleep(delay)
+            await self._retry.failed(error)
             return False
-        self._backoff.reset()
+        self._retry.succeeded()
         return True
+
+    @property
+    def failed_flushes(self) -> int:
+        return self._retry.failures
