@@ -37,6 +37,7 @@ from shared.routing import (
     COMMANDS_EXCHANGE,
     EVENTS_EXCHANGE,
     SNAPSHOT_REQUEST_ROUTING_KEY,
+    command_routing_key,
     event_routing_key,
     queue_arguments,
     service_queue,
@@ -302,8 +303,8 @@ def _command_parts() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
             "headers": MESSAGE_HEADERS,
             "payload": {"$ref": SCHEMA_REF.format(name=cls.__name__)},
             "x-amqp-message-id": "snapshot-{uuid}" if cls is SnapshotRequested else "revision-{revision}",
-            "x-amqp-routing-key": (
-                SNAPSHOT_REQUEST_ROUTING_KEY if cls is SnapshotRequested else CHANGE_NOTICE_ROUTING_KEY
+            "x-amqp-routing-key": command_routing_key(
+                "{deployment}", SNAPSHOT_REQUEST_ROUTING_KEY if cls is SnapshotRequested else CHANGE_NOTICE_ROUTING_KEY
             ),
             "bindings": {"amqp": {"messageType": cls.__name__, "bindingVersion": AMQP_BINDING_VERSION}},
         }
@@ -311,9 +312,15 @@ def _command_parts() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     }
     refs = {name: {"$ref": f"#/components/messages/{name}"} for name in messages}
     channel = {
-        "address": CHANGE_NOTICE_ROUTING_KEY,
+        "address": command_routing_key("{deployment}", CHANGE_NOTICE_ROUTING_KEY),
         "title": "change notices",
         "description": "Notices from the API to the workers; PostgreSQL holds the desired state (`shared.commands`).",
+        "parameters": {
+            "deployment": {
+                "description": "The deployment's id (`desired_state.deployment_id`): each deployment's workers bind "
+                "only their own, so deployments sharing a vhost never take each other's notices."
+            }
+        },
         "messages": refs,
         "bindings": {
             "amqp": {

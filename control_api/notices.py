@@ -27,7 +27,12 @@ from shared.backoff import Backoff, retry
 from shared.commands import COMMAND_ENCODER, SnapshotRequested, SubscriptionChange, SubscriptionsChanged
 from shared.enums import ChannelType, Endpoint
 from shared.events import EVENT_CONTENT_TYPE
-from shared.routing import CHANGE_NOTICE_ROUTING_KEY, COMMANDS_EXCHANGE, SNAPSHOT_REQUEST_ROUTING_KEY
+from shared.routing import (
+    CHANGE_NOTICE_ROUTING_KEY,
+    COMMANDS_EXCHANGE,
+    SNAPSHOT_REQUEST_ROUTING_KEY,
+    command_routing_key,
+)
 from shared.schema import DesiredStateRow, OutboxRow, SubscriptionRow
 
 RELAY_BATCH = 100
@@ -105,6 +110,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._connection: AbstractConnection | None = None
         self._exchange: AbstractExchange | None = None
+        self._deployment_id: str | None = None  # read once: it never changes under a running API
         self.published = 0
 
     @property
@@ -127,10 +133,11 @@ class OutboxRelay:
     async def _relay_session(self) -> None:
         """Relay until a dependency fails (raises); the backoff restarts from its first step once a batch went out."""
         try:
+            deployment_id = await self._read_deployment_id()
             exchange = await self._ensure_exchange()
             while True:
                 self._wake.clear()
-                while await self._relay_batch(exchange) == RELAY_BATCH:
+                while await self._relay_batch(exchange, deployment_id) == RELAY_BATCH:
                     pass
                 self._backoff.reset()
                 with contextlib.suppress(TimeoutError):
@@ -163,7 +170,14 @@ class OutboxRelay:
                 async with asyncio.timeout(self._connect_timeout):
                     await connection.close()
 
-    async def _relay_batch(self, exchange: AbstractExchange) -> int:
+    async def _read_deployment_id(self) -> str:
+        if self._deployment_id is None:
+            async with self._database.transaction() as session:
+                query = select(DesiredStateRow.deployment_id).where(DesiredStateRow.id == 1)
+                self._deployment_id = (await session.execute(query)).scalar_one()
+        return self._deployment_id
+
+    async def _relay_batch(self, exchange: AbstractExchange, deployment_id: str) -> int:
         async with self._database.transaction() as session:
             rows = (
                 await session.scalars(
@@ -183,7 +197,8 @@ class OutboxRelay:
                         message_id=row.message_id,
                         headers={"trace_id": row.trace_id},
                     ),
-                    routing_key=row.routing_key,
+                    # Only this deployment's workers bind its id; rows keep the bare key (shared.routing).
+                    routing_key=command_routing_key(deployment_id, row.routing_key),
                     mandatory=False,
                     timeout=self._connect_timeout,
                 )

@@ -30,6 +30,39 @@ class Backoff:
         self._ceiling = self._first
 
 
+class EscalatingBackoff(Backoff):
+    """A `Backoff` whose cap grows while failures go on: after `patience` delays at the cap, the cap doubles, up to
+    `cap * escalation`. A short blip still retries within `cap`; a long outage of many sockets and workers stops
+    spending Bybit's budget of new connections (rate-limit.mdx: "Do not connect and disconnect frequently")."""
+
+    def __init__(
+        self, first: float, cap: float, rng: random.Random, *, escalation: float = 10.0, patience: int = 10
+    ) -> None:
+        super().__init__(first, cap, rng)
+        self._base_cap = cap
+        self._long_cap = cap * max(escalation, 1.0)
+        self._patience = patience
+        self._at_cap = 0
+
+    def next_delay(self) -> float:
+        if self._ceiling >= self._cap:
+            self._at_cap += 1
+            if self._at_cap > self._patience and self._cap < self._long_cap:
+                self._cap = min(self._long_cap, self._cap * 2)
+                self._ceiling = self._cap
+                self._at_cap = 0
+        return super().next_delay()
+
+    @property
+    def cap(self) -> float:
+        return self._cap
+
+    def reset(self) -> None:
+        super().reset()
+        self._cap = self._base_cap
+        self._at_cap = 0
+
+
 async def retry(
     attempt: Callable[[], Awaitable[T]],
     *,

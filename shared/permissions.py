@@ -26,7 +26,7 @@ _CHANNELS = "|".join(channel.value for channel in ChannelType)
 _EVENTS = _literal(EVENTS_EXCHANGE)
 _COMMANDS = _literal(COMMANDS_EXCHANGE)
 # Every service's queue (`ws-gateway.{service}.{channel_type}`) and every worker's command queue
-# (`ws-gateway.worker.{worker_id}.commands`, see stream_worker's CommandListener).
+# (`ws-gateway.worker.{worker_id}.{instance_id}.commands`, exclusive: shared.routing.command_queue).
 _SERVICE_QUEUES = rf"ws-gateway\.[A-Za-z0-9][A-Za-z0-9_.-]*\.({_CHANNELS})"
 _COMMAND_QUEUES = r"ws-gateway\.worker\..+\.commands"
 # The default exchange, as RabbitMQ names it for permissions: join and requested snapshots go to one queue by its

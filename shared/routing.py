@@ -10,6 +10,7 @@ from shared.topics import TopicSpec
 
 EVENTS_EXCHANGE = "ws-gateway.events"  # topic exchange: normalized Bybit events
 COMMANDS_EXCHANGE = "ws-gateway.commands"  # topic exchange: change notices from the API to workers
+# What a notice is; on the wire it goes out under its deployment's id (`command_routing_key`).
 CHANGE_NOTICE_ROUTING_KEY = "subscriptions.changed"
 SNAPSHOT_REQUEST_ROUTING_KEY = "subscriptions.snapshot"
 # Join and requested snapshots go to one queue only: through the default exchange, whose routing key is a
@@ -17,6 +18,23 @@ SNAPSHOT_REQUEST_ROUTING_KEY = "subscriptions.snapshot"
 DIRECT_EXCHANGE = ""
 
 ACCOUNT_CHANNELS = PRIVATE_CHANNELS  # quorum queues, never dropped
+
+
+def command_routing_key(deployment_id: str, key: str) -> str:
+    """A notice's routing key on `ws-gateway.commands`: deployments sharing a vhost (staging beside production)
+    each bind only their own id, so none takes another's notices."""
+    return f"{deployment_id}.{key}"
+
+
+def command_binding(deployment_id: str) -> str:
+    """What a worker binds its command queue with: every notice of its deployment, none of another's."""
+    return f"{deployment_id}.#"
+
+
+def command_queue(worker_id: str, instance_id: str) -> str:
+    """One worker process's own command queue, exclusive to its connection: deleted when the process goes, and
+    never shared with a same-named worker of another deployment or a restarted instance."""
+    return f"ws-gateway.worker.{worker_id}.{instance_id}.commands"
 
 
 DEFAULT_MARKET_MAX_LENGTH = 100_000  # WS_GATEWAY_MARKET_QUEUE_MAX_LENGTH's default

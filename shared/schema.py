@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     Index,
     LargeBinary,
     MetaData,
@@ -26,7 +27,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -144,6 +145,12 @@ class DesiredStateRow(Base):
     id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     revision: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    # Names this deployment's change notices on the shared exchange (shared.routing.command_routing_key): random,
+    # so a staging database beside production's never matches it. A restored copy of another deployment's
+    # database keeps that deployment's id: give it a new one (README, "How the API tells the worker").
+    deployment_id: Mapped[str] = mapped_column(
+        String(32), server_default=text("replace(gen_random_uuid()::text, '-', '')")
+    )
 
 
 class OutboxRow(Base):
@@ -302,6 +309,22 @@ class LeaseRow(Base):
     expires_at: Mapped[datetime]
     # The holder's last private frame (epoch ms): a successor re-syncs account state from shortly before it.
     last_frame_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class ConnectBudgetRow(Base):
+    """The recent new Bybit connections of one (scope, WebSocket domain), as epoch seconds by PostgreSQL's clock.
+
+    rate-limit.mdx: "Do not establish more than 500 connections within a 5-minute window", counted per IP and
+    domain. Every worker of one scope (one egress IP) appends here before it connects (`ConnectBudget`).
+    """
+
+    __tablename__ = "connect_budgets"
+
+    scope: Mapped[str] = mapped_column(String(128), primary_key=True)
+    domain: Mapped[str] = mapped_column(String(255), primary_key=True)
+    connects: Mapped[list[float]] = mapped_column(
+        ARRAY(Float(precision=53)), server_default=text("'{}'::double precision[]")
+    )
 
 
 class AuditRow(Base):

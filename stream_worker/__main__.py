@@ -26,6 +26,7 @@ from shared import preflight  # noqa: E402
 from shared.config import ConfigError, redact_url  # noqa: E402
 from shared.logformat import configure_logging  # noqa: E402
 from stream_worker.broker.publisher import Publisher  # noqa: E402
+from stream_worker.cluster.identity import DuplicateWorkerId  # noqa: E402
 from stream_worker.exchange.connection import ConnectionSettings  # noqa: E402
 from stream_worker.settings import WorkerSettings  # noqa: E402
 from stream_worker.state.persistence import Store, create_engine  # noqa: E402
@@ -91,6 +92,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with asyncio.Runner(loop_factory=_loop_factory(settings.uvloop)) as runner:
             runner.run(serve(settings))
+    except DuplicateWorkerId as error:
+        logger.bind(worker_id=settings.worker_id).critical(str(error))  # one line: the fix is in the message
+        raise SystemExit(3) from None
     except Exception:  # noqa: BLE001 - the last word of a crashing process: log it, then exit 1
         logger.opt(exception=True).critical("stream worker crashed")
         raise SystemExit(1) from None

@@ -35,6 +35,7 @@ from stream_worker.cluster.ownership import Cluster
 from stream_worker.envelopes.market import MarketState
 from stream_worker.errors import WorkerError
 from stream_worker.exchange.account_sync import AccountSync
+from stream_worker.exchange.connect_budget import ConnectBudget
 from stream_worker.exchange.sockets import Sockets
 
 PREFIX = "ws_gateway_worker"
@@ -123,6 +124,8 @@ class MetricsSource(Protocol):
     def health(self) -> HealthSource: ...
     @property
     def account_sync(self) -> AccountSync | None: ...
+    @property
+    def connect_budget(self) -> ConnectBudget: ...
 
 
 class WorkerCollector(Collector):
@@ -140,6 +143,20 @@ class WorkerCollector(Collector):
         yield from self._market()
         yield from self._cluster()
         yield from self._resync()
+        yield from self._connect_budget()
+
+    def _connect_budget(self) -> Iterable[Metric]:
+        budget = self._worker.connect_budget
+        yield CounterMetricFamily(
+            f"{PREFIX}_bybit_connect_budget_waits",
+            "Connect attempts that found the shared budget of new Bybit connections spent and waited",
+            value=budget.waits,
+        )
+        yield GaugeMetricFamily(
+            f"{PREFIX}_bybit_connect_budget_shared",
+            "1 while the connection budget is shared through PostgreSQL, 0 while this worker limits itself alone",
+            value=int(budget.shared),
+        )
 
     def _resync(self) -> Iterable[Metric]:
         sync = self._worker.account_sync

@@ -57,6 +57,13 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     compression: bool = False  # permessage-deflate halves ingest throughput; Bybit is not known to need it
     uvloop: bool = True  # the faster event loop; switch off to debug with the standard one
     reconnect_cap: float = 30.0
+    # New Bybit connections per window, shared by every worker of one scope through PostgreSQL; below Bybit's
+    # "500 connections within a 5-minute window" per IP and domain (rate-limit.mdx). 0 turns the budget off.
+    connect_budget: int = 400
+    connect_budget_window: float = 300.0
+    # Workers sharing one egress IP must share one scope. One scope for the whole database is the safe default
+    # (it can only under-use the limit); give each host its own when workers connect from several IPs.
+    connect_budget_scope: str = "shared"
     reconcile_interval: float = 30.0
     worker_id: str = "worker"
     # Membership: a worker silent for lease_ttl is dead and its topics move (failover within ~lease_ttl + 1 s).
@@ -162,6 +169,11 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
             compression=env.flag("BYBIT_COMPRESSION", d.compression),
             uvloop=env.flag("WS_GATEWAY_UVLOOP", d.uvloop),
             reconnect_cap=env.number("BYBIT_RECONNECT_CAP", d.reconnect_cap, minimum=0.1, maximum=600),
+            connect_budget=env.integer("WS_GATEWAY_CONNECT_BUDGET", d.connect_budget, minimum=0, maximum=100_000),
+            connect_budget_window=env.number(
+                "WS_GATEWAY_CONNECT_BUDGET_WINDOW", d.connect_budget_window, minimum=1, maximum=86_400
+            ),
+            connect_budget_scope=env.text("WS_GATEWAY_CONNECT_BUDGET_SCOPE", d.connect_budget_scope),
             reconcile_interval=env.number(
                 "WS_GATEWAY_RECONCILE_INTERVAL", d.reconcile_interval, minimum=0.1, maximum=3600
             ),

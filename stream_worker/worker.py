@@ -26,6 +26,7 @@ from shared.enums import Endpoint
 from stream_worker.broker.commands import CommandListener
 from stream_worker.broker.publisher import Publisher
 from stream_worker.bybit.signing import Credentials
+from stream_worker.cluster.identity import claim_worker_id
 from stream_worker.cluster.membership import MembershipStore
 from stream_worker.cluster.ownership import Cluster
 from stream_worker.convergence import Convergence
@@ -35,6 +36,7 @@ from stream_worker.envelopes.normalize import Normalizer
 from stream_worker.envelopes.outgoing import Outgoing
 from stream_worker.exchange.account_sync import AccountSync
 from stream_worker.exchange.capture import Capture
+from stream_worker.exchange.connect_budget import ConnectBudget
 from stream_worker.exchange.connection import ConnectionSettings
 from stream_worker.exchange.rest import BybitRest
 from stream_worker.exchange.resync import AccountResync
@@ -92,6 +94,13 @@ class Worker:
                 file_bytes=settings.capture_file_bytes,
                 total_bytes=settings.capture_total_bytes,
             )
+        self.connect_budget = ConnectBudget(
+            store.engine,
+            scope=settings.connect_budget_scope,
+            limit=settings.connect_budget,
+            window=settings.connect_budget_window,
+            timeout=store.timeout,
+        )
         sockets = SocketFactory(
             public_url=settings.public_ws_url,
             private_url=settings.private_ws_url,
@@ -103,6 +112,7 @@ class Worker:
             option_topics=settings.option_socket_topics,
             connection=connection_settings,
             capture=self.capture,
+            admission=self.connect_budget.admission,
         )
         # Socket 0 of the private stream is built now: account re-sync follows its auth.
         private_protocol = sockets.protocol(Endpoint.PRIVATE, credentials) if credentials is not None else None
@@ -175,7 +185,12 @@ class Worker:
                 private=private_protocol,
             )
         self.commands = CommandListener(
-            settings.rabbitmq_url, self.worker_id, self.convergence.on_command, reread=self.convergence.reload
+            settings.rabbitmq_url,
+            self.worker_id,
+            self.instance_id,
+            store.deployment_id,
+            self.convergence.on_command,
+            reread=self.convergence.reload,
         )
         membership = MembershipStore(
             store.engine,
@@ -244,7 +259,12 @@ class Worker:
     # -- the task tree --------------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set, then stop the inputs, drain what is buffered and close."""
+        """Run until `stop` is set, then stop the inputs, drain what is buffered and close. Raises
+        DuplicateWorkerId, before starting anything, if another running worker has our worker id."""
+        if not await claim_worker_id(self.cluster.store, stop, poll=self.settings.lease_renew_interval):
+            if self.rest is not None:
+                await self.rest.close()
+            return
         async with asyncio.TaskGroup() as outer:
             publishing = outer.create_task(self.publisher.run(), name="publisher")
             writing = outer.create_task(self.state.run(), name="state-writer")

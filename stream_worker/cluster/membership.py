@@ -36,6 +36,29 @@ _JOIN = text(
     RETURNING (SELECT instance_id FROM worker_members WHERE worker_id = :worker_id) AS previous_instance
     """
 )
+# Only our own row or an expired one: a live row of another instance is a running twin (cluster/identity.py).
+_CLAIM = text(
+    """
+    INSERT INTO worker_members AS m (worker_id, instance_id, joined_at, renewed_at, lease_expires_at, topics)
+    VALUES (:worker_id, :instance_id, now(), now(), now() + CAST(:ttl AS interval), '{}'::jsonb)
+    ON CONFLICT (worker_id) DO UPDATE SET
+        instance_id = excluded.instance_id,
+        joined_at = now(),
+        renewed_at = now(),
+        lease_expires_at = excluded.lease_expires_at,
+        topics = '{}'::jsonb
+    WHERE m.instance_id = excluded.instance_id OR m.lease_expires_at <= now()
+    RETURNING instance_id
+    """
+)
+_HOLDER = text(
+    """
+    SELECT worker_id, instance_id,
+           EXTRACT(EPOCH FROM (now() - renewed_at))::float8 AS lease_age_s,
+           EXTRACT(EPOCH FROM (lease_expires_at - now()))::float8 AS expires_in_s
+    FROM worker_members WHERE worker_id = :worker_id
+    """
+)
 _TAKE_PRIVATE = text(
     """
     INSERT INTO leases AS l (name, holder, instance_id, epoch, acquired_at, renewed_at, expires_at, last_frame_ms)
@@ -173,6 +196,23 @@ class MembershipStore:
         if served_rows is not None:
             served = {row.worker_id: _pairs(member_topics(row.topics)) for row in served_rows}
         return ClusterView(members=members, private=lease, twin=twin, served=served)
+
+    async def claim(self) -> Member | None:
+        """Make our worker id's member row ours unless another instance holds a live lease on it; that
+        holder, or None once the row is ours."""
+        async with asyncio.timeout(self.timeout), self.engine.begin() as connection:
+            claimed = (await connection.execute(_CLAIM, {**self._ids(), "ttl": self.ttl})).first()
+            if claimed is not None:
+                return None
+            row = (await connection.execute(_HOLDER, {"worker_id": self.worker_id})).first()
+        if row is None:
+            return None  # deleted between the two statements: the next renewal inserts it
+        return Member(
+            worker_id=row.worker_id,
+            instance_id=row.instance_id,
+            lease_age_s=row.lease_age_s,
+            expires_in_s=row.expires_in_s,
+        )
 
     async def leave(self, *, last_frame_ms: int | None) -> None:
         """Remove our member row and release the private lease if we hold it: the others take over at their

@@ -18,7 +18,7 @@ import websockets
 from loguru import logger
 from websockets.asyncio.client import ClientConnection, connect
 
-from shared.backoff import Backoff
+from shared.backoff import Backoff, EscalatingBackoff
 from shared.enums import Endpoint
 from stream_worker.bybit.events import AckTimeout, AuthRejected, Dead, Event
 from stream_worker.bybit.protocol import BybitProtocol
@@ -42,6 +42,8 @@ class ConnectionSettings:
     close_timeout: float = 5.0
     backoff_first: float = 0.5
     backoff_cap: float = 30.0
+    # Failing on and on raises the cap up to this multiple of backoff_cap (rate-limit.mdx: connects are budgeted).
+    backoff_escalation: float = 10.0
     auth_backoff_first: float = 5.0  # a rejected key must never hot-loop (PROTOCOL.md rule 3)
     max_frame_bytes: int = 4 * 1024 * 1024
     compression: bool = False  # Bybit is not known to negotiate deflate; it costs ~25 % of throughput
@@ -85,7 +87,9 @@ class Connection:
         self._on_connected = on_connected
         self._settings = settings or ConnectionSettings()
         rng = rng or random.Random()
-        self._backoff = Backoff(self._settings.backoff_first, self._settings.backoff_cap, rng)
+        self._backoff = EscalatingBackoff(
+            self._settings.backoff_first, self._settings.backoff_cap, rng, escalation=self._settings.backoff_escalation
+        )
         self._auth_backoff = Backoff(self._settings.auth_backoff_first, self._settings.backoff_cap * 4, rng)
         self._sleep = sleep
         self._clock = clock
@@ -176,22 +180,21 @@ class Connection:
         logger.bind(endpoint=self.endpoint.value, connects=self.connects).info("bybit socket connected")
         if self._on_connected is not None:
             self._on_connected(self.endpoint)  # anything missed while we were away: re-read the desired set
+        # Two tasks, not a TaskGroup: when a stop (cancellation) arrives just as a child fails, Python 3.11's
+        # TaskGroup raises the child's error and drops the CancelledError, so the socket never stopped (found by a
+        # loaded test run). Here a cancellation of this task always propagates, after both children are done.
+        children = (
+            asyncio.create_task(self._read(socket), name=f"{self.endpoint}-read"),
+            asyncio.create_task(self._pump(socket), name=f"{self.endpoint}-pump"),
+        )
         reason = "closed by server"
         try:
-            async with asyncio.TaskGroup() as session:
-                session.create_task(self._read(socket), name=f"{self.endpoint}-read")
-                session.create_task(self._pump(socket), name=f"{self.endpoint}-pump")
-        except* SessionEnded as ended:
-            first = ended.exceptions[0]
-            reason = first.reason if isinstance(first, SessionEnded) else "session ended"
-        except* websockets.ConnectionClosed as closed:
-            error = closed.exceptions[0]
-            # The server's close frame, or ours (e.g. 1009 when a frame exceeds max_frame_bytes).
-            frame = (error.rcvd or error.sent) if isinstance(error, websockets.ConnectionClosed) else None
-            reason = f"closed ({frame.code})" if frame is not None else "connection lost"
-        except* OSError:
-            reason = "connection lost"
+            done, _ = await asyncio.wait(children, return_when=asyncio.FIRST_COMPLETED)
+            reason = _end_reason([child.exception() for child in children if child in done])
         finally:
+            for child in children:
+                child.cancel()
+            await asyncio.gather(*children, return_exceptions=True)
             self.connected_since = None
             if self._capture is not None:
                 self._capture.closed(reason, self.conn_id)
@@ -255,3 +258,22 @@ class Connection:
                     raise SessionEnded(f"no ack for {op}")
                 case _:
                     await self._on_event(self.endpoint, event)
+
+
+def _end_reason(errors: list[BaseException | None]) -> str:
+    """Why a session ended, from what its finished children raised; anything unexpected is re-raised."""
+    for error in errors:
+        match error:
+            case SessionEnded(reason=reason):
+                return reason
+            case websockets.ConnectionClosed(rcvd=rcvd, sent=sent):
+                # The server's close frame, or ours (e.g. 1009 when a frame exceeds max_frame_bytes).
+                frame = rcvd or sent
+                return f"closed ({frame.code})" if frame is not None else "connection lost"
+            case OSError():
+                return "connection lost"
+            case None:
+                continue
+            case _:
+                raise error
+    return "closed by server"

@@ -28,7 +28,8 @@ class SocketFactory:
     option_topics: int  # per option socket, below Bybit's 2,000
     connection: ConnectionSettings | None = None
     capture: Capture | None = None
-    admit: Admission | None = None
+    # The connection budget's hook for a URL (Bybit counts new connections per IP and domain): one per domain.
+    admission: Callable[[str], Admission] | None = None
 
     def protocol(self, endpoint: Endpoint, credentials: Credentials | None = None) -> BybitProtocol:
         return BybitProtocol(
@@ -72,7 +73,7 @@ class SocketFactory:
                 on_connected=on_open,
                 settings=self.connection,
                 capture=self.capture.socket(label, endpoint.value) if self.capture is not None else None,
-                admit=self.admit,
+                admit=self.admission(url) if self.admission is not None else None,
                 close_when_idle=index > 0,
             )
 

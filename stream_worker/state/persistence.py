@@ -43,6 +43,12 @@ class Store:
         self.engine = engine
         self.timeout = timeout
 
+    async def deployment_id(self) -> str:
+        """This deployment's id (migration 0008): the routing key prefix of its change notices."""
+        async with asyncio.timeout(self.timeout), self.engine.connect() as connection:
+            query = select(DesiredStateRow.deployment_id).where(DesiredStateRow.id == 1)
+            return str((await connection.execute(query)).scalar_one())
+
     async def load_desired(self) -> DesiredSet:
         """Every live subscription and the revision they belong to, from one snapshot."""
         async with asyncio.timeout(self.timeout), self.engine.connect() as connection:

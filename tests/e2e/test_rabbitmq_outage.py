@@ -13,7 +13,7 @@ import httpx
 
 from shared.enums import ChannelType, Endpoint
 from shared.routing import service_queue
-from stream_worker.broker.publisher import Publisher
+from stream_worker.broker.publisher import Publisher, PublisherStats
 from stream_worker.envelopes.outgoing import Outgoing
 from stream_worker.state.persistence import Store, create_engine
 from stream_worker.worker import Worker
@@ -109,18 +109,19 @@ async def test_executions_pushed_during_a_rabbitmq_outage_all_arrive_and_market_
                 await wait_until(health_shows_the_drops, timeout=15, what="/health shows the market drops")
                 # Stop the market feed, let the publisher empty its buffer, then settle the books.
                 fake.auto_push = False
-                await wait_until(
-                    lambda: (
-                        worker.publisher.stats.market_depth == 0
-                        and worker.publisher.stats.published["market"]
-                        # not in_flight: those were published too (written, then the link died under them)
-                        + worker.publisher.stats.dropped["market_buffer_full"]
-                        + worker.publisher.stats.dropped["connection_lost"]
-                        == offered[0]
-                    ),
-                    what="every offered market event published or counted as dropped",
+
+                def balanced() -> tuple[PublisherStats, int] | None:
+                    # The count offered and the publisher's counters are read together: pushes already on their way
+                    # when auto_push went off are still offered afterwards, so a later read of one would not match.
+                    stats, total = worker.publisher.stats, offered[0]
+                    # not in_flight: those were published too (written, then the link died under them)
+                    dropped = stats.dropped["market_buffer_full"] + stats.dropped["connection_lost"]
+                    accounted = stats.published["market"] + dropped
+                    return (stats, total) if stats.market_depth == 0 and accounted == total else None
+
+                stats, offered_total = await wait_until(
+                    balanced, what="every offered market event published or counted as dropped"
                 )
-                stats = worker.publisher.stats
             assert private.reconnects == 0
             assert [r for r in fake.connections if r.category == "private"] == private_records
             assert len(private_records) == 1
@@ -135,13 +136,13 @@ async def test_executions_pushed_during_a_rabbitmq_outage_all_arrive_and_market_
     dropped_lost = stats.dropped["connection_lost"]
     assert dropped_full > 0  # the outage overflowed the market buffer, and it was counted
     assert stats.dropped["unencodable"] == 0
-    assert stats.published["market"] + dropped_full + dropped_lost == offered[0]
+    assert stats.published["market"] + dropped_full + dropped_lost == offered_total
     assert stats.reconnects >= 1
     assert stats.confirmed >= EXECUTIONS
     assert len(trades.envelopes) <= stats.published["market"]  # transient: bytes cut in flight can vanish
     print(
         f"\nexecutions pushed={EXECUTIONS} distinct={len(distinct)} deliveries={len(received)} "
-        f"duplicates={duplicates} republished={stats.republished} | market offered={offered[0]} "
+        f"duplicates={duplicates} republished={stats.republished} | market offered={offered_total} "
         f"published={stats.published['market']} dropped_full={dropped_full} connection_lost={dropped_lost} "
         f"consumed={len(trades.envelopes)} consumed_lag_or_lost={stats.published['market'] - len(trades.envelopes)} "
         f"| before cut published={before.published} during={during.published}"

@@ -111,18 +111,6 @@ async def test_a_worker_that_stops_hands_its_topics_and_the_private_stream_over(
     await delete_queues(rabbitmq_url, queue, *(service_queue(svc, c) for c in (ChannelType.TRADES, ChannelType.TICKER)))
 
 
-async def test_two_running_workers_with_one_worker_id_are_reported(
-    api: httpx.AsyncClient, fake: FakeBybit, start_worker: Callable[..., Any]
-) -> None:
-    async with (
-        start_worker(worker_id="twin", **FAST_LEASES) as first,
-        start_worker(worker_id="twin", **FAST_LEASES) as second,
-    ):
-        await wait_until(lambda: first.cluster.twins and second.cluster.twins, timeout=10, what="both see the twin")
-        assert first.cluster.health().duplicate_worker_id is True
-        assert first.cluster.twins == {second.instance_id}
-
-
 async def test_a_worker_cut_from_postgres_keeps_serving_while_the_other_takes_over_then_they_converge(
     api: httpx.AsyncClient, fake: FakeBybit, start_worker: Callable[..., Any], database_url: str
 ) -> None:

@@ -14,7 +14,13 @@ from control_api.asyncapi import EVENT_TYPES, asyncapi_document
 from shared.enums import ChannelType
 from shared.events import EventEnvelope
 from shared.payloads import BookUpdate
-from shared.routing import CHANGE_NOTICE_ROUTING_KEY, COMMANDS_EXCHANGE, EVENTS_EXCHANGE, service_queue
+from shared.routing import (
+    CHANGE_NOTICE_ROUTING_KEY,
+    COMMANDS_EXCHANGE,
+    EVENTS_EXCHANGE,
+    command_routing_key,
+    service_queue,
+)
 from tests.support import json_schema
 
 EVENT_TYPE_NAMES = {"trades", "ticker", "orderbook", "orderbook_top", "book_invalid", "kline", "liquidation"}
@@ -71,7 +77,7 @@ def test_document_is_asyncapi_3_with_a_channel_per_event_class_and_the_command_c
     assert channels["order"]["address"] == "order.{category}"
     assert set(channels["orderbook"]["messages"]) == {"OrderbookEvent", "OrderbookTopEvent", "BookInvalidEvent"}
     commands = channels["commands"]
-    assert commands["address"] == CHANGE_NOTICE_ROUTING_KEY
+    assert commands["address"] == command_routing_key("{deployment}", CHANGE_NOTICE_ROUTING_KEY)
     assert commands["bindings"]["amqp"]["exchange"]["name"] == COMMANDS_EXCHANGE
     names = {m["name"] for m in document["components"]["messages"].values()}
     assert names == EVENT_TYPE_NAMES | {"SubscriptionsChanged", "ResyncRequested", "SnapshotRequested"}

@@ -145,6 +145,25 @@ async def test_rejected_key_backs_off_instead_of_hot_looping(fake: FakeBybit) ->
         await stop(task)
 
 
+async def test_a_stop_that_arrives_as_the_session_ends_still_stops_the_socket(fake: FakeBybit) -> None:
+    # Found by a loaded fresh-clone run: Python 3.11's TaskGroup raises a child's error instead of the parent's
+    # CancelledError when both happen at once, so `except* SessionEnded` swallowed the stop and the socket went on
+    # reconnecting forever (a worker that never shuts down).
+    task: asyncio.Task[None] | None = None
+
+    async def cancel_on_rejection(endpoint: Endpoint, event: Event) -> None:
+        if isinstance(event, AuthRejected) and task is not None:
+            task.cancel()  # the session's reader raises SessionEnded right after this returns
+
+    protocol = BybitProtocol(endpoint=Endpoint.PRIVATE, credentials=Credentials("key", "wrong"), ping_interval=0.5)
+    connection = Connection(protocol, f"{fake.url}/v5/private", cancel_on_rejection, settings=FAST)
+    task = await run_connection(connection)
+    connection.want("order")
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(asyncio.shield(task), timeout=15)
+    assert len(fake.auth_attempts) == 1
+
+
 async def test_bybits_conn_id_is_logged_on_connect_rejection_and_close(fake: FakeBybit) -> None:
     lines: list[tuple[str, dict[str, object]]] = []
     sink = logger.add(lambda message: lines.append((message.record["message"], dict(message.record["extra"]))))

@@ -29,7 +29,10 @@ def wait_until(condition: Callable[[], object], timeout: float = 10.0) -> None:
 @pytest.fixture
 def running(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBybitThread]:
     threads_before = set(threading.enumerate())
-    with FakeBybitThread(accounts={KEY: SECRET}, auto_push=False) as fake_thread:
+    # pybit sends a subscribe and only then records its req_id, on another thread than the one reading acks; an
+    # ack faster than that (a loaded box, loopback) raises KeyError inside pybit and it reconnects forever. Real
+    # acks take a network round trip: 50 ms is Bybit-like, not kinder than Bybit.
+    with FakeBybitThread(accounts={KEY: SECRET}, auto_push=False, ack_delay=0.05) as fake_thread:
         # pybit builds its URLs from these module constants (pybit/unified_trading.py).
         monkeypatch.setattr(unified_trading, "PUBLIC_WSS", f"{fake_thread.url}/v5/public/{{CHANNEL_TYPE}}")
         monkeypatch.setattr(unified_trading, "PRIVATE_WSS", f"{fake_thread.url}/v5/private")

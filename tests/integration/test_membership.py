@@ -110,3 +110,22 @@ async def test_dead_members_are_forgotten_after_an_hour(engine: AsyncEngine) -> 
         await connection.execute(text("UPDATE worker_members SET lease_expires_at = now() - interval '2 hours'"))
     view = await store(engine, "w2").renew(topics=None, want_private=False, last_frame_ms=None)
     assert [m.worker_id for m in view.members] == ["w2"]
+
+
+async def test_a_worker_id_held_by_a_live_instance_cannot_be_claimed_until_its_lease_expires(
+    engine: AsyncEngine,
+) -> None:
+    running, starting = store(engine, "w1", "running", ttl=1.0), store(engine, "w1", "starting")
+    await running.renew(topics={"linear": ["publicTrade.BTCUSDT"]}, want_private=False, last_frame_ms=None)
+    holder = await starting.claim()
+    assert holder is not None
+    assert (holder.instance_id, holder.alive) == ("running", True)
+    assert await running.claim() is None  # its own row, live: still its own
+
+    async def claimed() -> bool:
+        return await starting.claim() is None
+
+    await wait_until(claimed, timeout=10, interval=0.1, what="the running instance's lease to expire")
+    view = await starting.renew(topics=None, want_private=False, last_frame_ms=None)
+    assert view.twin is None  # the row is the new instance's, with none of the old one's topics
+    assert view.live == {"w1"}

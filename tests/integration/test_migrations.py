@@ -27,6 +27,7 @@ TABLES = {
     "worker_heartbeats",
     "worker_members",
     "leases",
+    "connect_budgets",
     "audit_log",
 }
 

@@ -44,9 +44,23 @@ async def _admin(statement: str) -> None:
         await connection.close()
 
 
+async def _new_deployment_id(name: str) -> None:
+    connection = await asyncpg.connect(database_url(name, driver="postgresql"))
+    try:
+        await connection.execute(NEW_DEPLOYMENT_ID)
+    finally:
+        await connection.close()
+
+
+# A copy of a migrated database would keep the template's deployment id; each test database is a deployment.
+NEW_DEPLOYMENT_ID = "UPDATE desired_state SET deployment_id = replace(gen_random_uuid()::text, '-', '')"
+
+
 def create_database(name: str, template: str | None = None) -> str:
     clause = f' TEMPLATE "{template}"' if template else ""
     asyncio.run(_admin(f'CREATE DATABASE "{name}"{clause}'))
+    if template:
+        asyncio.run(_new_deployment_id(name))
     return database_url(name)
 
 
