@@ -33,8 +33,9 @@ class PublisherHealth(msgspec.Struct, kw_only=True):
     confirmed: int = 0  # account messages RabbitMQ acked
     republished: int = 0  # account messages published again after a nack or a lost connection
     nacked: int = 0
-    # "market_buffer_full", "connection_lost" (market only: account data is never dropped for either), and
-    # "unencodable" (either kind: an envelope msgspec cannot encode, a bug upstream).
+    # "market_buffer_full", "connection_lost", "in_flight" (market only: account data is never dropped for any
+    # of them), and "unencodable" (either kind: an envelope msgspec cannot encode, a bug upstream). `in_flight`
+    # were written (in `published` too) but not known to have reached RabbitMQ when the link died.
     dropped: dict[str, int] = msgspec.field(default_factory=dict)
     market_depth: int = 0
     account_depth: int = 0  # waiting in the account buffer plus waiting to be re-published

@@ -98,6 +98,13 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     metrics_port: int = 9464  # Prometheus scrape endpoint (GET /metrics); 0 serves none
     log_level: str = "info"
     log_format: str = "auto"
+    # Seconds between account re-syncs over REST while the private stream is up (0: only after a gap): recovers
+    # a push Bybit dropped on a live socket. One re-sync of every private channel is about 16 GETs (wallet 1,
+    # orders 5, positions 4, executions 6: one per linear settle coin and option base coin) plus pages and one
+    # per order or position to resolve; once a minute that is ~0.3 requests/s, far below rate-limit.mdx's 600
+    # per 5 s per IP and its per-second per-UID endpoint limits, leaving the budget to whatever else trades
+    # from the same IP and key, while a dropped fill still reaches consumers within about a minute.
+    account_resync_interval: float = 60.0
     # Option executions are listed per base coin (execution.mdx: "For type `option`, default value is BTC").
     option_base_coins: tuple[str, ...] = ("BTC", "ETH", "SOL")
 
@@ -205,6 +212,9 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
             metrics_port=env.integer("WS_GATEWAY_WORKER_METRICS_PORT", d.metrics_port, minimum=0, maximum=65535),
             log_level=env.choice("LOG_LEVEL", d.log_level, ("debug", "info", "warning", "error")),
             log_format=env.choice("LOG_FORMAT", d.log_format, ("auto", "json", "pretty")),
+            account_resync_interval=env.number(
+                "WS_GATEWAY_ACCOUNT_RESYNC_INTERVAL", d.account_resync_interval, minimum=0, maximum=86_400
+            ),
             option_base_coins=_coins(env.text("BYBIT_OPTION_BASE_COINS", ",".join(d.option_base_coins))),
         )
 

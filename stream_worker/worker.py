@@ -51,7 +51,7 @@ from stream_worker.snapshots import Snapshots
 from stream_worker.state.balances import BalanceWriter
 from stream_worker.state.desired import DesiredSet
 from stream_worker.state.open_items import OpenItems
-from stream_worker.state.persistence import StateWriter, Store
+from stream_worker.state.persistence import DATABASE_ERRORS, StateWriter, Store
 
 PUBLIC_ENDPOINTS = (Endpoint.SPOT, Endpoint.LINEAR, Endpoint.INVERSE, Endpoint.OPTION)
 
@@ -144,6 +144,7 @@ class Worker:
                 balances=self.balances,
                 wall=wall,
                 trace_id=trace_id,
+                interval=settings.account_resync_interval,
             )
         self.snapshots = Snapshots(
             markets=self.markets, connections=self.connections, publisher=publisher, resync=resync, wall=wall
@@ -291,6 +292,11 @@ class Worker:
             except* Stopping:
                 pass
             logger.info("stopping: inputs closed, handing our topics over and draining buffers")
+            # The successor's re-sync reads the orders and positions we published as open from PostgreSQL: store
+            # them before the lease passes on, and whether or not the drain below finishes within the grace.
+            with contextlib.suppress(TimeoutError, *DATABASE_ERRORS):
+                async with asyncio.timeout(self.settings.shutdown_grace):
+                    await self.open_items.flush()
             await self.cluster.leave()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.shutdown_grace):

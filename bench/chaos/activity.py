@@ -188,7 +188,8 @@ class Account:
     positions: dict[str, Decimal] = field(default_factory=dict)  # symbol -> signed size
     usdt: Decimal = Decimal("10000")
     # Subjects ("execution:<execId>", "order:<orderId>", "position:<symbol>", "balance") whose latest push the fake
-    # made while its private endpoint was stalled: Bybit lost it on a socket that stayed up (see KNOWN).
+    # made while its private endpoint was stalled: Bybit lost it on a socket that stayed up, so only the periodic
+    # re-sync brings it back (reported, to show the run exercised it).
     lost_on_live_socket: set[str] = field(default_factory=set)
 
     async def _push(self, kind: str, subject: str, **fields: Any) -> dict[str, Any]:

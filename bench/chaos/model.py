@@ -57,16 +57,8 @@ class Subscriptions:
 
 # Known bugs, each pinned by a strict xfail test: what matches one is reported under `known`, not counted as a
 # violation, so the run stays a gate for everything else. Remove an entry when its test starts passing.
-KNOWN = {
-    # The focused test passes since the re-sync resolves what it believed open; a fixed-seed run in CI mode still
-    # showed one order closed during a fault that consumers kept `New` (seed 18, under CI=true): not yet explained.
-    "order_closed_during_gap": "tests/e2e/test_account_resync.py::"
-    "test_order_filled_while_disconnected_is_reported_closed_after_reconnect",
-    "push_lost_on_live_socket": "tests/e2e/test_account_resync.py::"
-    "test_fill_dropped_by_the_exchange_on_a_live_socket_is_recovered_by_a_later_resync",
-    "market_lost_in_flight_uncounted": "tests/integration/test_publisher.py::"
-    "test_market_events_written_just_before_a_link_cut_are_counted_as_lost",
-}
+# None open: order_closed_during_gap, push_lost_on_live_socket and market_lost_in_flight_uncounted are fixed.
+KNOWN: dict[str, str] = {}
 SAMPLES = 3  # the first few of each: the earliest is the most telling
 
 

@@ -10,7 +10,8 @@ topic that is never served or an event that never arrives):
   (capped at 10 s by the publisher) before it can unbind. Anything published later than that is a leak.
 - CONVERGE_BOUND 60 s: after the last repair, a dead member's lease expires (5 s), the survivors renew (1 s), a
   joiner's make-before-break handover may wait up to 30 s, and a resubscribe may meet a recycled socket.
-- ACCOUNT_SETTLE 60 s: the REST re-sync after a takeover or reconnect backs off up to 60 s after failures.
+- ACCOUNT_SETTLE 60 s: the REST re-sync after a takeover or reconnect backs off up to 60 s after failures; a
+  push lost on a live socket waits for the periodic re-sync (10 s in the run, system.WORKER_TUNING).
 - DROP_WINDOW (10 s before, 3 s after): a counted drop is scraped once a second; a hole is seen when the
   consumer reads the next delta, which may sit behind a RabbitMQ outage.
 """
@@ -80,18 +81,9 @@ def _wall(ms: int | None = None) -> str:
     return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="milliseconds")
 
 
-def account_mismatches(fake: FakeBybit, view: AccountView, lost: set[str]) -> list[dict[str, Any]]:
+def account_mismatches(fake: FakeBybit, view: AccountView) -> list[dict[str, Any]]:
     """Where a consumer's final account view differs from the fake's ledger (empty: equal). A mismatch that
-    matches a known bug (model.KNOWN) says which in `known`; `lost` are the subjects whose latest push the fake
-    made while its private endpoint was stalled."""
-    found = _mismatches(fake, view)
-    for mismatch in found:
-        if mismatch["subject"] in lost:
-            mismatch["known"] = "push_lost_on_live_socket"
-    return found
-
-
-def _mismatches(fake: FakeBybit, view: AccountView) -> list[dict[str, Any]]:
+    matches a known bug (model.KNOWN) says which in `known`."""
     ledger, found = fake.ledger, list[dict[str, Any]]()
     for row in ledger.executions:
         if f"execution:{row['execId']}" not in view.event_ids:
@@ -109,8 +101,6 @@ def _mismatches(fake: FakeBybit, view: AccountView) -> list[dict[str, Any]]:
         if ours != theirs:
             consumer = None if ours is None else list(map(str, ours))
             mismatch = {"subject": f"order:{order_id}", "fake": list(map(str, theirs)), "consumer": consumer}
-            if ours is not None and ours[0] in OPEN_STATUSES and theirs[0] not in OPEN_STATUSES:
-                mismatch["known"] = "order_closed_during_gap"  # see model.KNOWN
             found.append(mismatch)
     for key, row in ledger.positions.items():
         seen_position = view.positions.get(key)
@@ -133,25 +123,20 @@ def _mismatches(fake: FakeBybit, view: AccountView) -> list[dict[str, Any]]:
     return found
 
 
-def unexplained_holes(
-    holes: list[Hole], system: System, broker_faults: list[float]
-) -> tuple[list[Hole], int, list[Hole]]:
-    """Holes no counted drop explains; how many fell right after a SIGKILL (a killed worker counts nothing); and
-    the unexplained ones that follow a RabbitMQ fault (wall clock in `broker_faults`): the known in-flight loss."""
+def unexplained_holes(holes: list[Hole], system: System) -> tuple[list[Hole], int]:
+    """Holes no counted drop explains, and how many fell right after a SIGKILL (a killed worker counts nothing).
+    A hole after a RabbitMQ fault needs a counted drop like any other: what was written but never known to
+    have arrived when the link died counts as `in_flight`."""
     before, after = DROP_WINDOW
-    unexplained, after_kill, in_flight = [], 0, []
+    unexplained, after_kill = [], 0
     for hole in holes:
         if any(hole.at - before <= drop.at <= hole.at + after for drop in system.drops):
             continue
         if any(hole.at - before <= at <= hole.at + 1.0 for at, _ in system.kills):
             after_kill += 1
             continue
-        # The hole shows when the next update arrives, after the link is back: up to MAX_OUTAGE plus a reconnect.
-        if any(at <= hole.wall <= at + MAX_OUTAGE + 15.0 for at in broker_faults):
-            in_flight.append(hole)
-            continue
         unexplained.append(hole)
-    return unexplained, after_kill, in_flight
+    return unexplained, after_kill
 
 
 async def repeat(step: Any, interval: tuple[float, float], rng: random.Random, stop: asyncio.Event) -> None:
@@ -239,10 +224,7 @@ async def chaos(
                 settle_deadline = time.monotonic() + ACCOUNT_SETTLE
                 mismatches: dict[str, list[dict[str, Any]]] = {}
                 while True:
-                    mismatches = {
-                        s: account_mismatches(fake, consumers[s].account, account.lost_on_live_socket)
-                        for s in ACCOUNT_SERVICES
-                    }
+                    mismatches = {s: account_mismatches(fake, consumers[s].account) for s in ACCOUNT_SERVICES}
                     unknown = [m for found in mismatches.values() for m in found if "known" not in m]
                     if not unknown or time.monotonic() > settle_deadline:
                         break
@@ -260,12 +242,7 @@ async def chaos(
                 for task in watching:
                     task.cancel()
             holes = [hole for consumer in consumers.values() for hole in consumer.holes]
-            broker_faults = [at for at, kind in faults.log if kind.startswith("rabbitmq_")]
-            unexplained, after_kill, in_flight = unexplained_holes(holes, system, broker_faults)
-            for hole in in_flight:
-                violations.add_known(
-                    "market_lost_in_flight_uncounted", {**hole.__dict__, "wall": _wall(int(hole.wall * 1000))}
-                )
+            unexplained, after_kill = unexplained_holes(holes, system)
             for hole in unexplained:
                 sample = {**hole.__dict__, "wall": _wall(int(hole.wall * 1000)), "counted": system.counted_drops()}
                 violations.add("market_loss_counted", sample)
@@ -292,12 +269,12 @@ async def chaos(
             "churn": dict(churn.counts),
             "account": dict(account.counts),
             "snapshot_endpoint": churn.snapshot_supported,
+            "latest_push_lost_on_live_socket": len(account.lost_on_live_socket),
         },
         "events_checked": dict(sorted(checked.items())),
         "book_holes": {
             "total": len(holes),
-            "explained_by_counted_drops": len(holes) - len(unexplained) - after_kill - len(in_flight),
-            "after_rabbitmq_fault_uncounted": len(in_flight),
+            "explained_by_counted_drops": len(holes) - len(unexplained) - after_kill,
             "right_after_sigkill": after_kill,
         },
         "counted_drops": system.counted_drops(),

@@ -42,6 +42,9 @@ WORKER_TUNING = {
     # The production lease (5 s TTL, 1 s renewal) is kept: failover under chaos is what is being judged.
     "WS_GATEWAY_RECONCILE_INTERVAL": "5",
     "WS_GATEWAY_SHUTDOWN_GRACE": "5",
+    # A push the fake drops on a stalled but live private socket comes back by the periodic re-sync: every 10 s,
+    # so it lands well within ACCOUNT_SETTLE instead of a minute later.
+    "WS_GATEWAY_ACCOUNT_RESYNC_INTERVAL": "10",
 }
 
 

@@ -25,6 +25,8 @@ from importlib.metadata import version
 
 import aiormq
 from aiormq.abc import ChannelFrame
+from aiormq.exceptions import InvalidFrameError
+from pamqp.commands import Basic
 
 from shared.routing import DIRECT_EXCHANGE
 from stream_worker.broker.amqp_frames import PublishFrames
@@ -109,6 +111,23 @@ class ChannelWriter:
                 raise
         return confirmations
 
+    async def checkpoint(self, timeout: float) -> None:
+        """Return once RabbitMQ has handled every publish written on this channel before the call: a no-op
+        `basic.qos` (prefetch 0 is the default; nothing consumes here) written behind them, and its reply.
+
+        Unlike aiormq's `rpc`, the channel's lock is held only to write the method, not until the reply, so the
+        pump keeps writing meanwhile. The reply is read from aiormq's `rpc_frames` directly: nothing else makes
+        calls on this channel. A timeout ends the session (a late reply would otherwise answer the next call)."""
+        channel = self._channel
+        method = ChannelFrame.marshall(channel_number=channel.number, frames=[Basic.Qos(prefetch_count=0)])
+        async with channel.lock:
+            await channel.write_queue.put(method)
+        async with asyncio.timeout(timeout):
+            reply = await channel.rpc_frames.get()
+        channel.rpc_frames.task_done()
+        if not isinstance(reply, Basic.QosOk):
+            raise InvalidFrameError(reply)
+
     async def probe(self, timeout: float) -> str | None:
         """Publish one unroutable message on this confirm channel the fast way and wait for aiormq to resolve
         its confirm. Returns what went wrong, or None. A lost connection raises as usual (not a verdict)."""
@@ -146,6 +165,7 @@ def fast_path_problem(channel: object) -> str | None:
         "delivery_tag": int,
         "confirmations": dict,
         "write_queue": asyncio.Queue,
+        "rpc_frames": asyncio.Queue,
         "publisher_confirms": bool,
         "number": int,
     }

@@ -75,3 +75,8 @@ class PublicWriter:
             asyncio.ensure_future(publish(body, exchange=exchange, routing_key=key, properties=properties, wait=False))
             for exchange, key, body, properties in pending
         ]
+
+    async def checkpoint(self, timeout: float) -> None:
+        # basic.qos is a synchronous no-op here (prefetch 0 is the default, nothing consumes on this channel);
+        # aiormq holds the channel's lock until the reply, so publishes wait for one round trip.
+        await self._channel.basic_qos(prefetch_count=0, timeout=timeout)

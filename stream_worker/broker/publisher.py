@@ -2,8 +2,9 @@
 
 Market data (`buffers.MarketBuffer`, drop-oldest, counted) is published transient on a channel without
 confirms, in batches with one drain wait per batch. A batch in hand when the connection fails is counted as
-`connection_lost` and not retried; bytes already in the kernel's or a proxy's buffers can vanish without being
-counted (no confirms, no way to know).
+`connection_lost` and not retried. What was written but not yet known to have reached RabbitMQ (after the
+market pump's last checkpoint, see pumps.py) is counted as `in_flight` when the link dies: possibly
+delivered, but never lost uncounted. Those were handed over too, so `published` includes them.
 
 Account data (`buffers.AccountBuffer`, blocking) is published persistent on a channel with publisher confirms,
 through the confirm window (`confirms.ConfirmWindow`): up to `confirm_window` in flight, released in order
@@ -73,8 +74,9 @@ class PublisherStats:
     confirmed: int  # account messages RabbitMQ acked
     republished: int  # account messages published again after a nack or a lost connection
     nacked: int
-    # "market_buffer_full", "connection_lost" (market only: account data is never dropped for either), and
-    # "unencodable" (either kind: an envelope msgspec cannot encode, a bug upstream).
+    # "market_buffer_full", "connection_lost", "in_flight" (market only: account data is never dropped for any
+    # of them), and "unencodable" (either kind: an envelope msgspec cannot encode, a bug upstream). `in_flight`
+    # were written (in `published` too) but not known to have reached RabbitMQ when the link died.
     dropped: Mapping[str, int]
     market_depth: int
     account_depth: int  # waiting in the account buffer plus waiting to be re-published
@@ -151,6 +153,7 @@ class Publisher:
             on_idle=self._check_drained,
         )
         self._dropped_lost = 0
+        self._dropped_in_flight = 0
         self._connects = 0
 
     @property
@@ -181,13 +184,14 @@ class Publisher:
         await self._connected.wait()
 
     async def wait_drained(self) -> None:
-        """Both buffers empty, every market message written and every account message confirmed."""
+        """Both buffers empty, every market message taken by RabbitMQ and every account message confirmed."""
         while not self._is_drained():
             self._drained.clear()
             await self._drained.wait()
 
     def _is_drained(self) -> bool:
-        return self._market.idle and self._window.idle and not len(self._account)
+        market_taken = self._market.idle and not self._market_pump.unverified
+        return market_taken and self._window.idle and not len(self._account)
 
     def _check_drained(self) -> None:
         if self._is_drained():
@@ -218,6 +222,7 @@ class Publisher:
             dropped={
                 "market_buffer_full": self._market.dropped,
                 "connection_lost": self._dropped_lost,
+                "in_flight": self._dropped_in_flight,
                 "unencodable": self._stamper.unencodable,
             },
             market_depth=len(self._market),
@@ -331,6 +336,7 @@ class Publisher:
             failure = await until_first_ends(
                 {
                     "publish-market": self._market_pump.run(market_writer),
+                    "market-checkpoints": self._market_pump.checkpoints(market_writer),
                     "publish-account": self._account_pump.run(account_writer),
                     "watch-rabbitmq": self._watch(connection, market, account),
                     "watch-confirms": self._watch_confirms(),
@@ -338,12 +344,17 @@ class Publisher:
             )
             raise failure or BrokerUnavailable("publishing stopped")
         except BrokerUnavailable as error:
-            requeued, lost = await self._end_session()
+            requeued, lost, in_flight = await self._end_session()
             if connected_at is None:
                 return "cannot reach RabbitMQ; retrying", {"reason": error.reason}
             if loop.time() - connected_at >= HEALTHY_SESSION_SECONDS:
                 self._backoff.reset()
-            context = {"reason": error.reason, "unconfirmed_requeued": requeued, "market_lost": lost}
+            context = {
+                "reason": error.reason,
+                "unconfirmed_requeued": requeued,
+                "market_lost": lost,
+                "market_in_flight": in_flight,
+            }
             return "RabbitMQ connection lost; reconnecting", context
 
     async def _connect(self) -> AbstractConnection:
@@ -388,11 +399,12 @@ class Publisher:
             if self._window.overdue(loop.time(), self._timeout):
                 raise BrokerUnavailable(f"no publisher confirm within {self._timeout} s")
 
-    async def _end_session(self) -> tuple[int, int]:
-        """Forget the connection: unconfirmed account messages go back in order, in-hand market is lost.
+    async def _end_session(self) -> tuple[int, int, int]:
+        """Forget the connection: unconfirmed account messages go back in order, in-hand market is lost, and
+        market written since the last checkpoint counts as lost in flight.
 
         The books are settled before the first await, so a cancellation arriving here loses nothing.
-        Returns (account messages put back for re-publishing, market messages counted as lost).
+        Returns (account messages put back for re-publishing, market in hand lost, market lost in flight).
         """
         self._connected.clear()
         if self._down_since is None:
@@ -401,6 +413,8 @@ class Publisher:
         requeued = self._window.forget_unconfirmed()
         lost, self._market.in_hand = self._market.in_hand, 0
         self._dropped_lost += lost
+        in_flight = self._market_pump.forget_unverified()
+        self._dropped_in_flight += in_flight
         self._check_drained()
         await self._window.reap()
         if self._connection is not None:
@@ -408,4 +422,4 @@ class Publisher:
                 async with asyncio.timeout(self._timeout):
                     await self._connection.close()
             self._connection = None
-        return requeued, lost
+        return requeued, lost, in_flight

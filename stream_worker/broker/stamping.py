@@ -44,6 +44,10 @@ class Writer(Protocol):
 
     async def flush_confirmed(self) -> list[Confirmation]: ...
 
+    async def checkpoint(self, timeout: float) -> None:
+        """Return once RabbitMQ has handled every publish written on this channel before the call."""
+        ...
+
 
 class Stamper:
     def __init__(self, clock: Callable[[], float]) -> None:

@@ -5,6 +5,12 @@ Bybit replays nothing to a private stream that was away, so the gap is fetched o
 predecessor's last frame). The fetch waits until every wanted private topic has been answered: fetching
 before the subscriptions are live would leave a window in which a push is neither fetched nor received.
 
+A push Bybit drops while the socket stays up (a stall shorter than `dead_after`) causes neither, so while
+authenticated and settled the state is also fetched every `interval` seconds (0: never), executions from the
+start of the previous completed re-sync. What it re-publishes carries the same event ids as before (orders,
+executions, positions: from Bybit's own ids), so consumers drop what they already have; a balance is a new
+observation named by Bybit's server time.
+
 A re-sync that cannot complete is never silent: each shortfall (a failed fetch, Bybit's rate limit, an IP ban,
 the pagination cap, a gap past the 7-day window, an order whose final state Bybit no longer keeps) is counted
 per reason in `state["incomplete"]` (a metric) and published as one `resync_incomplete` event per wanted
@@ -52,6 +58,7 @@ class AccountSync:
         trace_id: Callable[[], str],
         account_type: str = "UNIFIED",
         ban_pause: float = BAN_PAUSE,
+        interval: float,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -63,16 +70,19 @@ class AccountSync:
         self._trace_id = trace_id
         self._account_type = account_type
         self._ban_pause = ban_pause
+        self._interval = interval
         self._backoff = Backoff(1.0, 60.0, rng or random.Random())
         self._sleep = sleep
         self._requested = asyncio.Event()
         self._due = False
         self._since_ms: int | None = None  # where the gap to fetch began; None: Bybit's default window
+        self._last_started_ms: int | None = None  # when the last completed re-sync began fetching
         self._status_ids = itertools.count(1)
         self.last_frame_ms: int | None = None  # the last private frame this worker received (epoch ms)
         self.incomplete: Counter[str] = Counter()  # shortfalls per reason, ever (a metric)
         self.state: dict[str, Any] = {
             "runs": 0,
+            "periodic_runs": 0,
             "failures": 0,
             "last_ok_ms": None,
             "last_error": None,
@@ -107,23 +117,52 @@ class AccountSync:
             self._requested.set()
 
     async def run(self) -> None:
-        """Re-sync whenever asked; retry a failed fetch until it lands."""
+        """Re-sync whenever asked or due; retry a failed fetch until it lands."""
         while True:
-            await self._requested.wait()
-            self._requested.clear()
-            result = await self._fetch(self._since_ms)
+            periodic = await self._wait_due()
+            since_ms = self._since_ms
+            started_ms = int(self._wall() * 1000)
+            result = await self._fetch(since_ms, periodic=periodic)
             for item in result.events:
                 await self._put_account(item)
             for wallet in result.wallets:
                 await self._balances.put(wallet)
-            await self._report(result.shortfalls, since_ms=self._since_ms, retry_in_s=None)
+            await self._report(result.shortfalls, since_ms=since_ms, retry_in_s=None)
+            self._last_started_ms = started_ms
             self.state["resolved"].update(result.resolved)
             self.state.update(runs=self.state["runs"] + 1, last_ok_ms=int(self._wall() * 1000))
-            logger.bind(fetched=result.fetched, events=len(result.events), resolved=result.resolved).info(
-                "account re-synced over REST"
-            )
+            if periodic:
+                self.state["periodic_runs"] += 1
+            logger.bind(
+                fetched=result.fetched, events=len(result.events), resolved=result.resolved, periodic=periodic
+            ).info("account re-synced over REST")
 
-    async def _fetch(self, since_ms: int | None) -> ResyncResult:
+    async def _wait_due(self) -> bool:
+        """Until a re-sync is asked for (False) or the periodic one is due (True)."""
+        while True:
+            if self._interval <= 0:
+                await self._requested.wait()
+                break
+            try:
+                async with asyncio.timeout(self._interval):
+                    await self._requested.wait()
+                break
+            except TimeoutError:
+                if self._periodic_due():
+                    # Executions from where the previous completed fetch began (everything before it was
+                    # fetched then); the window opens EXECUTION_MARGIN_MS earlier still, for clock skew.
+                    self._since_ms = self._last_started_ms
+                    return True
+        self._requested.clear()
+        return False
+
+    def _periodic_due(self) -> bool:
+        protocol = self._protocol
+        if self._due or self._last_started_ms is None or not protocol.authenticated or not protocol.wanted:
+            return False  # a gap is pending (its own re-sync comes when settled), or there is nothing to fetch
+        return protocol.wanted <= protocol.subscribed | set(protocol.failed)
+
+    async def _fetch(self, since_ms: int | None, *, periodic: bool) -> ResyncResult:
         announced: set[str] = set()  # reasons already published for this gap
         while True:
             try:
@@ -135,6 +174,8 @@ class AccountSync:
                     since_ms=since_ms,
                     received_ms=int(self._wall() * 1000),
                     trace_id=self._trace_id(),
+                    # This worker recorded every order it published as open while its stream stayed up.
+                    closed_in_gap=not periodic,
                 )
             except RESYNC_ERRORS as error:
                 reason, delay = self._verdict(error)

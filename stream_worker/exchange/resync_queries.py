@@ -70,6 +70,13 @@ def execution_queries(
     return [scope | {"startTime": str(start), "endTime": str(end)} for scope in scopes for start, end in windows]
 
 
+def order_history_queries(category: Category, windows: list[tuple[int, int]]) -> list[dict[str, str]]:
+    """Closed orders of `category` updated within each window (the gap), at the documented maximum page."""
+    base = {"category": category.value, "limit": LIMITS[ChannelType.ORDER]}
+    scopes = [base | {"settleCoin": coin} for coin in LINEAR_SETTLE_COINS] if category is Category.LINEAR else [base]
+    return [scope | {"startTime": str(start), "endTime": str(end)} for scope in scopes for start, end in windows]
+
+
 def option_base_coin(symbol: str) -> str:
     """`BTC` of `BTC-30DEC26-100000-C`."""
     return symbol.split("-", 1)[0]

@@ -189,3 +189,27 @@ async def test_a_coin_emptied_and_a_position_closed_are_resolved_with_stable_eve
     assert resolved(again).keys() == resolved(first).keys()  # a retry or another worker: the same ids
     assert all(event.envelope.snapshot for event in first.events)
     assert first.resolved == {"positions": 1, "coins": 1}
+
+
+async def test_an_order_published_open_but_never_recorded_and_cancelled_in_the_gap_is_reported_closed(
+    fake: FakeBybit, memory: OpenItems, rest: BybitRest, clock: Clock
+) -> None:
+    # The chaos run's order_closed_during_gap: the holder of the private stream published an order as open and
+    # was killed before its open-items writer stored the fact (it flushes every second); the order was cancelled
+    # before the successor subscribed. The successor's memory knows nothing of it, and order/realtime no longer
+    # lists it: only the gap's order history can say it closed.
+    opened = await fake.push_account("order", status="New")
+    order_id = opened["data"][0]["orderId"]
+    last_frame_ms = int(clock() * 1000)  # the predecessor's last private frame: the gap begins here
+    clock.forward(2_000)
+    await fake.push_account("order", status="Cancelled", order_id=order_id)
+    clock.forward(5_000)
+    result = await resync(rest, memory, clock, ["order.linear"], since_ms=last_frame_ms)
+    statuses = [(e.envelope.payload, e.envelope.snapshot) for e in result.events]
+    closed = [msgspec.json.decode(payload)["orderStatus"] for payload, snapshot in statuses if snapshot]
+    assert closed == ["Cancelled"]
+    assert result.shortfalls == []
+    periodic = await AccountResync(rest, memory).run(
+        ["order.linear"], since_ms=last_frame_ms, received_ms=int(clock() * 1000), trace_id="t", closed_in_gap=False
+    )
+    assert periodic.events == []  # a periodic re-sync trusts its own memory and skips the window

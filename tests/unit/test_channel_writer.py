@@ -128,3 +128,19 @@ async def test_a_channel_whose_internals_changed_shape_is_refused(channel: aiorm
     assert "delivery_tag" in (fast_path_problem(channel) or "")
     channel.delivery_tag = 0
     assert "not an aiormq.Channel" in (fast_path_problem(object()) or "")
+
+
+async def test_a_checkpoint_leaves_the_channel_free_for_writes_until_the_broker_answers(
+    channel: aiormq.Channel,
+) -> None:
+    writer = ChannelWriter(channel, EXCHANGE, CONTENT_TYPE)
+    checkpoint = asyncio.ensure_future(writer.checkpoint(timeout=5))
+    method = await asyncio.wait_for(channel.write_queue.get(), 5)  # written at once, behind earlier writes
+    expected = ChannelFrame.marshall(channel_number=1, frames=[spec.Basic.Qos(prefetch_count=0)])
+    assert method.payload == expected.payload
+    add(writer, 0)
+    await writer.flush(drain=False)  # the lock is not held while the reply is awaited: the pump keeps writing
+    assert channel.write_queue.qsize() == 1
+    assert not checkpoint.done()
+    channel.frames.put_nowait((0, spec.Basic.QosOk()))
+    await asyncio.wait_for(checkpoint, 5)

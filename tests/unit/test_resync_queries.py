@@ -9,6 +9,7 @@ from stream_worker.exchange.resync_queries import (
     execution_queries,
     execution_windows,
     list_queries,
+    order_history_queries,
 )
 
 NOW = 1_800_000_000_000
@@ -50,3 +51,12 @@ def test_option_executions_are_asked_once_per_base_coin_and_window() -> None:
     queries = execution_queries(Category.OPTION, [(1, 2)], ["ETH", "BTC", "ETH"])
     assert [(q["baseCoin"], q["startTime"], q["endTime"]) for q in queries] == [("BTC", "1", "2"), ("ETH", "1", "2")]
     assert execution_queries(Category.SPOT, [], ["BTC"]) == [{"category": "spot", "limit": "100"}]
+
+
+def test_orders_closed_in_a_gap_are_asked_per_settle_coin_and_window() -> None:
+    start, end = NOW - 60_000, NOW + 60_000
+    assert order_history_queries(Category.LINEAR, [(start, end)]) == [
+        {"category": "linear", "limit": "50", "settleCoin": coin, "startTime": str(start), "endTime": str(end)}
+        for coin in ("USDT", "USDC")
+    ]
+    assert order_history_queries(Category.SPOT, []) == []

@@ -81,3 +81,11 @@ def test_public_and_private_bybit_urls_are_overridden_separately_or_together(
 def test_a_malformed_public_url_is_named() -> None:
     with pytest.raises(ConfigError, match="BYBIT_PUBLIC_WS_URL"):
         WorkerSettings.from_env({"BYBIT_PUBLIC_WS_URL": "https://stream.bybit.com"})
+
+
+def test_the_periodic_account_resync_is_read_and_0_switches_it_off() -> None:
+    assert WorkerSettings.from_env({}).account_resync_interval == 60
+    assert WorkerSettings.from_env({"WS_GATEWAY_ACCOUNT_RESYNC_INTERVAL": "0"}).account_resync_interval == 0
+    with pytest.raises(ConfigError) as raised:
+        WorkerSettings.from_env({"WS_GATEWAY_ACCOUNT_RESYNC_INTERVAL": "-5"})
+    assert raised.value.name == "WS_GATEWAY_ACCOUNT_RESYNC_INTERVAL"
