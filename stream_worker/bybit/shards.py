@@ -114,11 +114,11 @@ class ShardPlan:
                 break
             for topic in list(shard.topics):
                 self.remove(topic)
-                moves.append(Move(topic, last, self.place_below(topic, last)))
+                moves.append(Move(topic, last, self._place_below(topic, last)))
             self._shards.pop()
         return moves
 
-    def place_below(self, topic: str, limit: int) -> int:
+    def _place_below(self, topic: str, limit: int) -> int:
         for index in range(limit):
             if self._has_room(self._shards[index], topic):
                 return self._put(topic, index)

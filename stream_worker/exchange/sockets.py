@@ -55,14 +55,6 @@ class SocketsView:
         return self._sockets.first.protocol.authenticated
 
     @property
-    def ready(self) -> bool:
-        return all(c.protocol.ready for c in self._sockets.active)
-
-    @property
-    def connected(self) -> bool:
-        return all(c.protocol.connected for c in self._sockets.active)
-
-    @property
     def wanted(self) -> frozenset[str]:
         return frozenset().union(*(c.protocol.wanted for c in self._sockets.connections))
 
@@ -72,14 +64,6 @@ class SocketsView:
     @property
     def subscribed(self) -> frozenset[str]:
         return frozenset().union(*(c.protocol.subscribed for c in self._sockets.connections))
-
-    @property
-    def pending(self) -> frozenset[str]:
-        return frozenset().union(*(c.protocol.pending for c in self._sockets.connections))
-
-    @property
-    def queued(self) -> int:
-        return sum(c.protocol.queued for c in self._sockets.connections)
 
     @property
     def failed(self) -> Mapping[str, str]:
@@ -141,10 +125,6 @@ class Sockets:
     @property
     def connected(self) -> bool:
         return all(c.connected for c in self.active)
-
-    @property
-    def connects(self) -> int:
-        return sum(c.connects for c in self.connections)
 
     @property
     def reconnects(self) -> int:
