@@ -115,6 +115,12 @@ class SubscriptionRow(Base):
             postgresql_where=text("is_active"),
         ),
         Index("ix_subscriptions_live_topic", "endpoint", "topic", postgresql_where=text("is_active")),
+        # The tombstones still to apply: cancelled rows whose binding the topic's owner has not unbound yet.
+        Index(
+            "ix_subscriptions_tombstones",
+            "cancelled_at",
+            postgresql_where=text("NOT is_active AND tombstone_settled_at IS NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
@@ -134,6 +140,9 @@ class SubscriptionRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     # Set by the worker while the acknowledged topic delivers nothing past its channel's threshold.
     stale_since: Mapped[datetime | None]
+    # Set by the worker once a cancelled row's queue binding needs nothing more: the topic's owner unbound it, a
+    # newer live subscription took the binding over, or the tombstone aged out (migration 0009).
+    tombstone_settled_at: Mapped[datetime | None]
 
 
 class DesiredStateRow(Base):

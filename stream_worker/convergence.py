@@ -2,7 +2,9 @@
 
 Triggers: start-up, the reconcile timer, a socket (re)connect, a change notice (applied in revision order; a gap
 means a missed notice, so the whole set is re-read), and a cluster change. Each computes one plan with the pure
-`reconciler.plan` and applies it under one lock, so two triggers never interleave their ops.
+`reconciler.plan` and applies it under one lock, so two triggers never interleave their ops. Cancelled
+subscriptions read with the set, as tombstones, are unbound under the same lock by their topic's owner, after the
+plan's own unbinds (`state/tombstones.py`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from stream_worker.snapshots import SnapshotRequest, Snapshots
 from stream_worker.state.desired import Binding, DesiredSet
 from stream_worker.state.persistence import DATABASE_ERRORS, StateWriter, Store
 from stream_worker.state.reconciler import plan
+from stream_worker.state.tombstones import Tombstone, plan_tombstones
 
 NO_KEYS = "BYBIT_API_KEY/BYBIT_API_SECRET are not configured: private channels are unavailable"
 
@@ -47,6 +50,10 @@ class Convergence:
     ) -> None:
         self.desired = DesiredSet()
         self.bound: set[Binding] = set()
+        # Cancelled subscriptions whose binding may outlive every worker that bound it, read with the desired set
+        # (so never newer than it); the topic's owner unbinds them (`state/tombstones.py`).
+        self.tombstones: list[Tombstone] = []
+        self.tombstones_unbound = 0
         self.reloads = 0  # full re-reads of the desired set that succeeded
         self._store = store
         self._state = state
@@ -91,13 +98,14 @@ class Convergence:
         """Re-read the whole desired set from PostgreSQL and converge to it."""
         async with self._lock:
             try:
-                desired = await self._store.load_desired()
+                desired, tombstones = await self._store.load_desired()
             except DATABASE_ERRORS as error:
                 logger.bind(error=type(error).__name__).warning("cannot read desired subscriptions; keeping ours")
                 return
             if desired.revision != self.desired.revision:
                 logger.bind(revision=desired.revision, subscriptions=len(desired)).info("desired set loaded")
             self.desired = desired
+            self.tombstones = tombstones
             self.reloads += 1
             await self._converge()
 
@@ -186,7 +194,36 @@ class Convergence:
                 logger.bind(service=binding.service, key=binding.key, error=str(error)).warning("cannot unbind queue")
                 continue
             self.bound.discard(binding)
+        await self._apply_tombstones()
         self._write_known_statuses(self.desired.topics())
+
+    async def _apply_tombstones(self) -> None:
+        """Unbind the cancelled bindings whose topic we own and no live subscription wants; settle them in
+        PostgreSQL. Under the convergence lock, like our binds: a newer subscription of the same binding is applied
+        after this and binds it again (it is no longer in `bound`)."""
+        if not self.tombstones:
+            return
+        steps = plan_tombstones(self.tombstones, desired_bindings=self.desired.bindings(), owns=self._cluster().owns)
+        settled = set(steps.superseded)
+        for binding, subscription_ids in steps.unbind.items():
+            try:
+                await self._publisher.unbind(binding.service, binding.channel_type, binding.key)
+            except WorkerError as error:  # RabbitMQ away: the tombstone stays, the next round retries it
+                logger.bind(service=binding.service, key=binding.key, error=str(error)).warning(
+                    "cannot unbind a cancelled subscription's queue"
+                )
+                continue
+            logger.bind(service=binding.service, key=binding.key).info("cancelled subscription's queue unbound")
+            self.bound.discard(binding)
+            self.tombstones_unbound += 1
+            settled.update(subscription_ids)
+        if not settled:
+            return
+        self.tombstones = [t for t in self.tombstones if t.subscription_id not in settled]
+        try:
+            await self._store.settle_tombstones(settled)
+        except DATABASE_ERRORS as error:  # still pending in PostgreSQL: re-read and re-applied (harmlessly) later
+            logger.bind(error=type(error).__name__).warning("cannot settle tombstones")
 
     # -- subscription statuses ----------------------------------------------------------------------------
 

@@ -89,6 +89,13 @@ async def bind_queue(channel: AbstractChannel, queue: str, binding_key: str, *, 
 
 
 async def unbind_queue(channel: AbstractChannel, queue: str, binding_key: str, *, timeout: float) -> None:
-    """Remove one binding; unbinding what is not bound is not an error (RabbitMQ treats it as done)."""
+    """Remove one binding; unbinding what is not bound is not an error (RabbitMQ treats it as done), and neither
+    is unbinding from a queue that no longer exists (its bindings went with it). RabbitMQ since 3.2 answers the
+    latter with UnbindOk too (tested on 3.10); a broker that answers NOT_FOUND closes the channel, which the
+    caller's next topology call replaces, so it is taken as done here as well."""
     with _translated(queue, f"unbind from {binding_key!r}"):
-        await channel.queue_unbind(queue, EVENTS_EXCHANGE, routing_key=binding_key, timeout=timeout)
+        try:
+            await channel.queue_unbind(queue, EVENTS_EXCHANGE, routing_key=binding_key, timeout=timeout)
+        except AMQPChannelError as exc:
+            if not any("NOT_FOUND" in str(arg) for arg in exc.args):
+                raise

@@ -72,6 +72,15 @@ class Cluster:
         """Of the wanted topics, those this worker serves now. A read: it changes nothing (see `claim`)."""
         return self._ownership(topics).owned
 
+    def owns(self, endpoint: Endpoint, topic: str) -> bool:
+        """Whether this worker is, under its current view, the one to serve a Bybit topic (wanted or not): the
+        rendezvous owner of a public topic, the private lease holder for a private one. A read."""
+        if not self.ready:
+            return False
+        if endpoint is Endpoint.PRIVATE:
+            return self.holds_private
+        return self.assignment.owner(endpoint, topic) == self.worker_id
+
     def claim(self, topics: dict[Endpoint, set[str]]) -> dict[Endpoint, set[str]]:
         """As `owned`, and remember the answer as what we serve: the convergence calls this before it applies
         the topics, so a later handover knows what we had."""

@@ -1,4 +1,5 @@
-"""The worker's PostgreSQL work: read the desired set, write back statuses, event times and heartbeats.
+"""The worker's PostgreSQL work: read the desired set and its tombstones, settle those, write back statuses,
+event times and heartbeats.
 
 The Bybit readers never await this module: they record facts in `StateWriter`, which coalesces them (the
 latest status per topic, the latest event time per topic) and writes them in batches from its own task,
@@ -10,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Awaitable, Callable, Mapping
+import uuid
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from loguru import logger
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import Row, bindparam, func, select, text, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -25,6 +28,7 @@ from shared.enums import Category, ChannelType, Endpoint, SubscriptionStatus
 from shared.heartbeat import WorkerHeartbeat
 from shared.schema import DesiredStateRow, SubscriptionRow, WorkerHeartbeatRow
 from stream_worker.state.desired import DesiredSet, Want
+from stream_worker.state.tombstones import MAX_AGE, Tombstone
 
 TopicKey = tuple[Endpoint, str]
 StatusUpdate = tuple[SubscriptionStatus, str | None]  # the status and Bybit's reason for a failure
@@ -49,30 +53,53 @@ class Store:
             query = select(DesiredStateRow.deployment_id).where(DesiredStateRow.id == 1)
             return str((await connection.execute(query)).scalar_one())
 
-    async def load_desired(self) -> DesiredSet:
-        """Every live subscription and the revision they belong to, from one snapshot."""
+    async def load_desired(self) -> tuple[DesiredSet, list[Tombstone]]:
+        """Every live subscription and the revision they belong to, and the pending tombstones (cancelled rows
+        whose binding may still be in RabbitMQ), from one snapshot: a tombstone is never newer than the set."""
+        pending = (
+            ~SubscriptionRow.is_active
+            & SubscriptionRow.tombstone_settled_at.is_(None)
+            & (SubscriptionRow.cancelled_at > func.now() - MAX_AGE)
+        )
         async with asyncio.timeout(self.timeout), self.engine.connect() as connection:
             await connection.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
             revision = (
                 await connection.execute(select(DesiredStateRow.revision).where(DesiredStateRow.id == 1))
             ).scalar_one()
             rows = (await connection.execute(select(SubscriptionRow).where(SubscriptionRow.is_active))).all()
+            cancelled = (await connection.execute(select(SubscriptionRow).where(pending))).all()
             await connection.rollback()
-        return DesiredSet(
-            (
-                Want(
-                    subscription_id=row.id,
-                    service=row.requesting_service,
-                    channel_type=ChannelType(row.channel_type),
-                    endpoint=Endpoint(row.endpoint),
-                    topic=row.topic,
-                    category=Category(row.category) if row.category else None,
-                    symbol=row.symbol,
+        wants = [_want_of(row) for row in rows]
+        tombstones = []
+        for row in cancelled:
+            want = _want_of(row)
+            tombstones.append(
+                Tombstone(
+                    subscription_id=want.subscription_id,
+                    binding=want.binding,
+                    endpoint=want.endpoint,
+                    topic=want.topic,
                 )
-                for row in rows
-            ),
-            revision=revision,
-        )
+            )
+        return DesiredSet(wants, revision=revision), tombstones
+
+    async def settle_tombstones(self, subscription_ids: Collection[uuid.UUID]) -> None:
+        """Mark tombstones dealt with, and give up those older than `MAX_AGE` that no owner applied."""
+        async with asyncio.timeout(self.timeout), self.engine.begin() as connection:
+            await connection.execute(
+                update(SubscriptionRow)
+                .where(SubscriptionRow.id.in_(list(subscription_ids)), ~SubscriptionRow.is_active)
+                .values(tombstone_settled_at=func.now())
+            )
+            await connection.execute(
+                update(SubscriptionRow)
+                .where(
+                    ~SubscriptionRow.is_active,
+                    SubscriptionRow.tombstone_settled_at.is_(None),
+                    SubscriptionRow.cancelled_at <= func.now() - MAX_AGE,
+                )
+                .values(tombstone_settled_at=func.now())
+            )
 
     async def write_statuses(self, statuses: Mapping[TopicKey, tuple[SubscriptionStatus, str | None]]) -> None:
         async with asyncio.timeout(self.timeout), self.engine.begin() as connection:
@@ -129,6 +156,19 @@ class Store:
         )
         async with asyncio.timeout(self.timeout), self.engine.begin() as connection:
             await connection.execute(statement)
+
+
+def _want_of(row: Row[Any]) -> Want:
+    """A subscription row, read as columns, as the want it is (or was, for a tombstone)."""
+    return Want(
+        subscription_id=row.id,
+        service=row.requesting_service,
+        channel_type=ChannelType(row.channel_type),
+        endpoint=Endpoint(row.endpoint),
+        topic=row.topic,
+        category=Category(row.category) if row.category else None,
+        symbol=row.symbol,
+    )
 
 
 def _served_topics(endpoint: Endpoint, topic: str) -> list[str]:

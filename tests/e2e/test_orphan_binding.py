@@ -4,6 +4,7 @@ Found by the 30-minute chaos run (seed 4328): 375 ticker events reached a servic
 acknowledged plus the 25 s grace. A worker unbinds only what it bound itself (`Convergence.bound`, in memory), so a
 binding made by a worker that then stopped, for a subscription cancelled before any worker applied the cancel, is
 unbound by nobody; while another service keeps the topic, events keep flowing into the cancelled queue.
+The cancelled row is now a tombstone that the topic's owner unbinds and settles (`stream_worker/state/tombstones.py`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import aio_pika
+import asyncpg
 import httpx
-import pytest
 
 from shared.enums import ChannelType, Endpoint
 from shared.routing import service_queue
@@ -23,16 +25,29 @@ from tests.support.waiting import wait_until
 
 URL = "/api/v1/subscriptions"
 TOPIC = "tickers.BTCUSDT"
+FAST_LEASES = {"lease_ttl": 2.0, "lease_renew_interval": 0.3}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by the chaos run: bindings live only in the worker that made them (Convergence.bound), so a "
-    "cancel applied by no running worker leaves the queue bound for good; needs the bindings, or the cancelled "
-    "subscriptions' tombstones, kept in PostgreSQL and unbound by the topic's owner",
-)
+async def settled(database_url: str, subscription_id: str) -> bool:
+    """Whether the tombstone of a cancelled subscription needs nothing more (its binding was dealt with)."""
+    connection = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    try:
+        query = "SELECT tombstone_settled_at IS NOT NULL FROM subscriptions WHERE id = $1"
+        return bool(await connection.fetchval(query, uuid.UUID(subscription_id)))
+    finally:
+        await connection.close()
+
+
+async def purge(rabbitmq_url: str, queue: str) -> None:
+    """Drop what reached a queue before its binding went: only what arrives after counts."""
+    connection = await aio_pika.connect(rabbitmq_url)
+    async with connection:
+        channel = await connection.channel()
+        await (await channel.get_queue(queue, ensure=True)).purge()
+
+
 async def test_a_subscription_cancelled_while_no_worker_runs_receives_nothing_from_the_next_worker(
-    api: httpx.AsyncClient, start_worker: Callable[..., Any], rabbitmq_url: str
+    api: httpx.AsyncClient, start_worker: Callable[..., Any], rabbitmq_url: str, database_url: str
 ) -> None:
     stays, leaves = (f"svc-{uuid.uuid4().hex[:8]}" for _ in range(2))
     await subscribe(api, stays, channel_type="ticker", symbol="BTCUSDT")
@@ -45,8 +60,66 @@ async def test_a_subscription_cancelled_while_no_worker_runs_receives_nothing_fr
     assert (await api.delete(f"{URL}/{gone['id']}")).status_code == 200  # no worker runs now
     async with start_worker() as second:
         await wait_until(lambda: TOPIC in second.connections[Endpoint.LINEAR].protocol.subscribed, what="again")
+        await wait_until(lambda: settled(database_url, gone["id"]), timeout=15, interval=0.2, what="settled")
+        assert second.convergence.tombstones_unbound == 1
+        await purge(rabbitmq_url, queues[1])
         async with consuming(rabbitmq_url, queues[0]) as staying, consuming(rabbitmq_url, queues[1]) as left:
-            before = len(left.envelopes)
             await wait_until(lambda: len(staying.envelopes) >= 20, timeout=20, what="the staying service is fed")
-            assert len(left.envelopes) == before  # nothing new for the cancelled subscription
+            assert left.envelopes == []  # nothing new for the cancelled subscription
+    await delete_queues(rabbitmq_url, *queues)
+
+
+async def test_a_service_that_cancels_and_subscribes_again_while_no_worker_runs_stays_bound(
+    api: httpx.AsyncClient, start_worker: Callable[..., Any], rabbitmq_url: str, database_url: str
+) -> None:
+    svc = f"svc-{uuid.uuid4().hex[:8]}"
+    first = await subscribe(api, svc, channel_type="ticker", symbol="BTCUSDT")
+    queue = service_queue(svc, ChannelType.TICKER)
+    async with start_worker() as worker:
+        await wait_until(lambda: TOPIC in worker.connections[Endpoint.LINEAR].protocol.subscribed, what="subscribed")
+        async with consuming(rabbitmq_url, queue) as inbox:
+            await wait_until(lambda: inbox.envelopes, what="the queue is bound and fed")
+    assert (await api.delete(f"{URL}/{first['id']}")).status_code == 200
+    again = await subscribe(api, svc, channel_type="ticker", symbol="BTCUSDT")
+    assert again["id"] != first["id"]
+    async with start_worker() as second:
+        # The tombstone is superseded by the new subscription: settled, and the binding left alone.
+        await wait_until(lambda: settled(database_url, first["id"]), timeout=15, interval=0.2, what="settled")
+        assert second.convergence.tombstones_unbound == 0
+        async with consuming(rabbitmq_url, queue) as inbox:
+            await wait_until(lambda: len(inbox.envelopes) >= 20, timeout=20, what="the service is still fed")
+    await delete_queues(rabbitmq_url, queue)
+
+
+async def test_the_new_owner_unbinds_a_cancel_made_while_its_topic_changed_hands(
+    api: httpx.AsyncClient, start_worker: Callable[..., Any], rabbitmq_url: str, database_url: str
+) -> None:
+    # The topic's server stops; the cancel lands; two workers start together and the topic settles on one of
+    # them. Whichever owns it unbinds the tombstone; the other leaves it (an unbind from each is harmless too).
+    stays, leaves = (f"svc-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    await subscribe(api, stays, channel_type="ticker", symbol="BTCUSDT")
+    gone = await subscribe(api, leaves, channel_type="ticker", symbol="BTCUSDT")
+    queues = [service_queue(s, ChannelType.TICKER) for s in (stays, leaves)]
+    async with start_worker(worker_id="alpha", **FAST_LEASES) as alpha:
+        await wait_until(lambda: TOPIC in alpha.connections[Endpoint.LINEAR].protocol.subscribed, what="subscribed")
+        async with consuming(rabbitmq_url, queues[1]) as inbox:
+            await wait_until(lambda: inbox.envelopes, what="the leaving service's queue is bound and fed")
+    assert (await api.delete(f"{URL}/{gone['id']}")).status_code == 200
+    async with (
+        start_worker(worker_id="beta", **FAST_LEASES) as beta,
+        start_worker(worker_id="gamma", **FAST_LEASES) as gamma,
+    ):
+        members = (beta, gamma)
+
+        def one_owner_streams_it() -> bool:
+            holding = [m for m in members if TOPIC in m.connections[Endpoint.LINEAR].protocol.subscribed]
+            return all(m.cluster.assignment.members == {"beta", "gamma"} for m in members) and len(holding) == 1
+
+        await wait_until(one_owner_streams_it, timeout=20, what="the topic on one of the two")
+        await wait_until(lambda: settled(database_url, gone["id"]), timeout=15, interval=0.2, what="settled")
+        assert sum(m.convergence.tombstones_unbound for m in members) >= 1
+        await purge(rabbitmq_url, queues[1])
+        async with consuming(rabbitmq_url, queues[0]) as staying, consuming(rabbitmq_url, queues[1]) as left:
+            await wait_until(lambda: len(staying.envelopes) >= 20, timeout=20, what="the staying service is fed")
+            assert left.envelopes == []
     await delete_queues(rabbitmq_url, *queues)

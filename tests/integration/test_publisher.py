@@ -228,6 +228,22 @@ async def test_two_services_on_one_key_both_get_every_account_event_until_one_un
     assert second_ids == [f"o-{n}" for n in range(300)]
 
 
+async def test_unbinding_from_a_queue_that_no_longer_exists_is_done_and_the_next_bind_still_works(
+    rabbitmq_url: str, broker: Broker
+) -> None:
+    # A cancelled subscription's tombstone is unbound by its topic's owner, possibly after the service deleted its
+    # queue: that unbind must neither fail nor spoil the topology channel for the next bind.
+    gone, stays = broker.service(ChannelType.ORDER), broker.service(ChannelType.ORDER)
+    publisher = Publisher(rabbitmq_url, confirm_window=50)
+    async with running(publisher):
+        await publisher.unbind(gone, ChannelType.ORDER, ORDER_KEY)  # never declared
+        await publisher.unbind(gone, ChannelType.ORDER, ORDER_KEY)
+        await publisher.bind(stays, ChannelType.ORDER, ORDER_KEY)
+        await publisher.put_account(account("o-1"))
+        await asyncio.wait_for(publisher.wait_drained(), DEADLINE)
+        assert ids(await broker.take(service_queue(stays, ChannelType.ORDER), 1)) == ["o-1"]
+
+
 async def test_account_queue_is_quorum_and_market_queue_keeps_only_the_newest(
     rabbitmq_url: str, broker: Broker, publish_path: PublishPath
 ) -> None:
