@@ -104,20 +104,22 @@ def account_mismatches(fake: FakeBybit, view: AccountView) -> list[dict[str, Any
             found.append(mismatch)
     for key, row in ledger.positions.items():
         seen_position = view.positions.get(key)
-        ours_size = None if seen_position is None else str(Decimal(seen_position[1].get("size") or 0))
-        if ours_size != str(Decimal(row["size"])):
-            found.append({"subject": f"position:{key[1]}", "fake": row["size"], "consumer": ours_size})
+        ours_size = None if seen_position is None else Decimal(seen_position[1].get("size") or 0)
+        # By value: Bybit writes a flat position's size as "0" in one message and "0.00" in another.
+        if ours_size != Decimal(row["size"]):
+            consumer_size = None if ours_size is None else str(ours_size)
+            found.append({"subject": f"position:{key[1]}", "fake": row["size"], "consumer": consumer_size})
     for account_type, wallet in ledger.wallets.items():
         for coin in wallet["coin"]:
             balance = view.balances.get((account_type.lower(), coin["coin"]))
-            ours_balance = None if balance is None else str(Decimal(balance[1]))
-            if ours_balance != str(Decimal(coin["walletBalance"])):
+            ours_balance = None if balance is None else Decimal(balance[1])
+            if ours_balance != Decimal(coin["walletBalance"]):
                 found.append(
                     {
                         "subject": "balance",
                         "coin": coin["coin"],
                         "fake": coin["walletBalance"],
-                        "consumer": ours_balance,
+                        "consumer": None if ours_balance is None else str(ours_balance),
                     }
                 )
     return found
