@@ -123,3 +123,27 @@ async def test_the_new_owner_unbinds_a_cancel_made_while_its_topic_changed_hands
             await wait_until(lambda: len(staying.envelopes) >= 20, timeout=20, what="the staying service is fed")
             assert left.envelopes == []
     await delete_queues(rabbitmq_url, *queues)
+
+
+async def test_a_cancel_of_a_topics_last_subscriber_while_no_worker_runs_is_unbound_before_anyone_wants_it_again(
+    api: httpx.AsyncClient, start_worker: Callable[..., Any], rabbitmq_url: str, database_url: str
+) -> None:
+    # Nobody wants the topic any more, so nobody streams it; its rendezvous owner still unbinds the tombstone, or
+    # the next service to subscribe the topic would feed the cancelled queue again.
+    leaves, later = (f"svc-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    gone = await subscribe(api, leaves, channel_type="ticker", symbol="BTCUSDT")
+    queues = [service_queue(s, ChannelType.TICKER) for s in (later, leaves)]
+    async with start_worker() as first:
+        await wait_until(lambda: TOPIC in first.connections[Endpoint.LINEAR].protocol.subscribed, what="subscribed")
+        async with consuming(rabbitmq_url, queues[1]) as inbox:
+            await wait_until(lambda: inbox.envelopes, what="the leaving service's queue is bound and fed")
+    assert (await api.delete(f"{URL}/{gone['id']}")).status_code == 200
+    async with start_worker() as second:
+        await wait_until(lambda: settled(database_url, gone["id"]), timeout=15, interval=0.2, what="settled")
+        assert second.convergence.tombstones_unbound == 1
+        await purge(rabbitmq_url, queues[1])
+        await subscribe(api, later, channel_type="ticker", symbol="BTCUSDT")
+        async with consuming(rabbitmq_url, queues[0]) as fed, consuming(rabbitmq_url, queues[1]) as left:
+            await wait_until(lambda: len(fed.envelopes) >= 20, timeout=20, what="the new subscriber is fed")
+            assert left.envelopes == []
+    await delete_queues(rabbitmq_url, *queues)
