@@ -2,12 +2,16 @@
 
 Python 3.11's `asyncio.TaskGroup` raises a child's error instead of the parent's `CancelledError` when both
 happen at once, and leaves the parent's cancel count raised, so `except*` around it can swallow a stop: a socket
-that reconnects forever, a worker that never exits. Python 3.12 fixed it; until then, this.
+that reconnects forever, a worker that never exits. Python 3.12 fixed it; until then, this. Likewise 3.11's
+`asyncio.wait_for` returns the awaited result instead of raising when a cancel lands as that result arrives
+(an event set in the same loop iteration as the stop): a wake-or-timeout loop then waits on, and its owner's
+shutdown hangs; `wait_event` is the wait that lets the cancel through.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine
 from typing import Any
 
@@ -27,3 +31,10 @@ async def until_first_ends(coroutines: dict[str, Coroutine[Any, Any, object]]) -
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def wait_event(event: asyncio.Event, timeout: float | None) -> None:
+    """Wait until `event` is set or `timeout` seconds pass (None: no limit); a cancellation always propagates."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()

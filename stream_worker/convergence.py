@@ -10,7 +10,6 @@ plan's own unbinds (`state/tombstones.py`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Callable, Mapping
 
@@ -18,6 +17,7 @@ from loguru import logger
 
 from shared.commands import Command, ResyncRequested, SnapshotRequested, SubscriptionsChanged
 from shared.enums import Endpoint, SubscriptionStatus
+from shared.tasks import wait_event
 from shared.topics import bybit_topic
 from stream_worker.broker.publisher import Publisher
 from stream_worker.cluster.ownership import Cluster
@@ -83,8 +83,7 @@ class Convergence:
         while True:
             self._reload_requested.clear()
             await self.reload()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._reload_requested.wait(), self._reconcile_interval)
+            await wait_event(self._reload_requested, self._reconcile_interval)
 
     async def follow_cluster(self) -> None:
         """Membership or the private lease moved: subscribe what became ours, drop what is no longer ours."""

@@ -9,7 +9,6 @@ retrying while PostgreSQL is away. Nothing is written per message.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping
@@ -27,6 +26,7 @@ from shared.backoff import Backoff
 from shared.enums import Category, ChannelType, Endpoint, SubscriptionStatus
 from shared.heartbeat import WorkerHeartbeat
 from shared.schema import DesiredStateRow, SubscriptionRow, WorkerHeartbeatRow
+from shared.tasks import wait_event
 from stream_worker.state.desired import DesiredSet, Want
 from stream_worker.state.tombstones import MAX_AGE, Tombstone
 
@@ -244,8 +244,7 @@ class StateWriter:
     async def run(self) -> None:
         while True:
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._flush_interval)
+            await wait_event(self._wake, self._flush_interval)
             await self.flush()
 
     async def flush(self) -> bool:

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from shared.tasks import until_first_ends
+from shared.tasks import until_first_ends, wait_event
+from tests.support.waiting import wait_until
 
 
 async def forever() -> None:
@@ -48,3 +49,29 @@ async def test_a_stop_that_arrives_as_a_task_fails_still_stops_the_caller() -> N
     caller = asyncio.create_task(until_first_ends({"fails": fails_as_the_stop_comes(), "forever": forever()}))
     with pytest.raises(asyncio.CancelledError):
         await caller
+
+
+async def test_a_wake_or_timeout_loop_stops_when_cancelled_as_its_event_is_set() -> None:
+    # Python 3.11's wait_for swallowed this cancel (the event's wait had just finished), so the loop waited on and
+    # the worker's shutdown hung in its TaskGroup until the next timeout, again and again.
+    wake, rounds = asyncio.Event(), [0]
+
+    async def loop() -> None:
+        while True:
+            wake.clear()
+            rounds[0] += 1
+            await wait_event(wake, 30)
+
+    task = asyncio.create_task(loop())
+    await wait_until(lambda: rounds[0] == 1, what="the loop waits")
+    wake.set()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(asyncio.shield(task), 5)
+
+
+async def test_wait_event_returns_when_set_and_when_the_timeout_passes() -> None:
+    wake = asyncio.Event()
+    await wait_event(wake, 0.01)  # not set: returns after the timeout, no error
+    wake.set()
+    await wait_event(wake, None)
