@@ -16,16 +16,13 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable
 
 from loguru import logger
 
 from shared.enums import Endpoint
 from stream_worker.broker.commands import CommandListener
 from stream_worker.broker.publisher import Publisher
-from stream_worker.bybit.signing import Credentials
 from stream_worker.cluster.identity import claim_worker_id
 from stream_worker.cluster.membership import MembershipStore
 from stream_worker.cluster.ownership import Cluster
@@ -35,12 +32,9 @@ from stream_worker.envelopes.market import BookOutput, MarketState
 from stream_worker.envelopes.normalize import Normalizer
 from stream_worker.envelopes.outgoing import Outgoing
 from stream_worker.exchange.account_sync import AccountSync
-from stream_worker.exchange.capture import Capture
-from stream_worker.exchange.connect_budget import ConnectBudget
+from stream_worker.exchange.assembly import PUBLIC_ENDPOINTS, build_exchange
 from stream_worker.exchange.connection import ConnectionSettings
-from stream_worker.exchange.rest import BybitRest
 from stream_worker.exchange.resync import AccountResync
-from stream_worker.exchange.socket_factory import SocketFactory
 from stream_worker.exchange.sockets import Sockets
 from stream_worker.health import Health, write_heartbeats
 from stream_worker.metrics import PublishTally, serve_metrics, worker_registry
@@ -52,8 +46,6 @@ from stream_worker.state.balances import BalanceWriter
 from stream_worker.state.desired import DesiredSet
 from stream_worker.state.open_items import OpenItems
 from stream_worker.state.persistence import DATABASE_ERRORS, StateWriter, Store
-
-PUBLIC_ENDPOINTS = (Endpoint.SPOT, Endpoint.LINEAR, Endpoint.INVERSE, Endpoint.OPTION)
 
 
 class Stopping(Exception):
@@ -83,39 +75,12 @@ class Worker:
         trace_id = TraceIds()
         op_traces = OpTraces()
 
-        credentials = None
-        if settings.bybit_api_key is not None and settings.bybit_api_secret is not None:
-            credentials = Credentials(settings.bybit_api_key.reveal(), settings.bybit_api_secret.reveal())
-        endpoints = [*PUBLIC_ENDPOINTS, *((Endpoint.PRIVATE,) if credentials is not None else ())]
-        self.capture: Capture | None = None
-        if settings.capture_dir:
-            self.capture = Capture(
-                Path(settings.capture_dir),
-                file_bytes=settings.capture_file_bytes,
-                total_bytes=settings.capture_total_bytes,
-            )
-        self.connect_budget = ConnectBudget(
-            store.engine,
-            scope=settings.connect_budget_scope,
-            limit=settings.connect_budget,
-            window=settings.connect_budget_window,
-            timeout=store.timeout,
+        exchange = build_exchange(
+            settings, engine=store.engine, database_timeout=store.timeout, connection=connection_settings
         )
-        sockets = SocketFactory(
-            public_url=settings.public_ws_url,
-            private_url=settings.private_ws_url,
-            ping_interval=settings.ping_interval,
-            dead_after=settings.dead_after,
-            ack_timeout=settings.ack_timeout,
-            window=settings.subscribe_window,
-            args_chars=settings.socket_args_chars,
-            option_topics=settings.option_socket_topics,
-            connection=connection_settings,
-            capture=self.capture,
-            admission=self.connect_budget.admission,
-        )
-        # Socket 0 of the private stream is built now: account re-sync follows its auth.
-        private_protocol = sockets.protocol(Endpoint.PRIVATE, credentials) if credentials is not None else None
+        self.capture = exchange.capture
+        self.connect_budget = exchange.connect_budget
+        self.rest = exchange.rest
         self.markets = {
             endpoint: MarketState(
                 endpoint,
@@ -127,19 +92,16 @@ class Worker:
             )
             for endpoint in PUBLIC_ENDPOINTS
         }
-        self.normalizers = {endpoint: Normalizer(endpoint) for endpoint in endpoints}
+        self.normalizers = {endpoint: Normalizer(endpoint) for endpoint in exchange.endpoints}
         self.connections: dict[Endpoint, Sockets] = {}  # filled below, once the dispatcher exists
 
-        self.rest: BybitRest | None = None
         self.account_sync: AccountSync | None = None
         resync: AccountResync | None = None
-        if credentials is not None:
-            self.rest = BybitRest(settings.rest_url, credentials)
-            resync = AccountResync(self.rest, self.open_items, option_base_coins=settings.option_base_coins)
-            assert private_protocol is not None
+        if exchange.rest is not None and exchange.private_protocol is not None:
+            resync = AccountResync(exchange.rest, self.open_items, option_base_coins=settings.option_base_coins)
             self.account_sync = AccountSync(
                 resync,
-                private_protocol,
+                exchange.private_protocol,
                 put_account=self.put_account,
                 balances=self.balances,
                 wall=wall,
@@ -177,12 +139,12 @@ class Worker:
             wall=wall,
             book_top_interval=settings.book_top_interval,
         )
-        for endpoint in endpoints:
-            self.connections[endpoint] = sockets.category(
+        for endpoint in exchange.endpoints:
+            self.connections[endpoint] = exchange.sockets.category(
                 endpoint,
                 on_event=self.dispatcher.on_event,
                 on_connected=self.dispatcher.on_connected,
-                private=private_protocol,
+                private=exchange.private_protocol,
             )
         self.commands = CommandListener(
             settings.rabbitmq_url,
@@ -223,33 +185,9 @@ class Worker:
         )
         self.metrics = worker_registry(self, self.published)
 
-    # What tests, metrics and health read of the parts.
     @property
     def desired(self) -> DesiredSet:
         return self.convergence.desired
-
-    @property
-    def reloads(self) -> int:
-        return self.convergence.reloads
-
-    @property
-    def counters(self) -> Counter[str]:
-        return self.dispatcher.counters
-
-    @property
-    def received(self) -> Counter[tuple[Endpoint, str]]:
-        return self.dispatcher.received
-
-    @property
-    def stale_topics(self) -> Mapping[tuple[Endpoint, str], float]:
-        return self.dispatcher.silence.stale
-
-    @property
-    def snapshot_counters(self) -> Counter[str]:
-        return self.snapshots.counters
-
-    async def reload(self) -> None:
-        await self.convergence.reload()
 
     async def put_account(self, item: Outgoing) -> None:
         """Publish an account event, and remember which orders and positions it leaves open (re-sync)."""
