@@ -8,6 +8,9 @@ The parts, by layer (see docs/architecture.md):
 - cluster: `Cluster` renews this worker's lease and says which topics it owns;
 - state: the desired set, its `Convergence`, and the writers of statuses and balances.
 `Dispatcher` is the hot path between a socket and the publisher; `Health` reports on all of them.
+
+About 250 lines, all wiring: some twenty parts built with their arguments named, then the task tree and the
+order of shutdown. Each layer that has settings of its own builds itself from them (`exchange/assembly.py`).
 """
 
 from __future__ import annotations
