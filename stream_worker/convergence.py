@@ -8,7 +8,6 @@ means a missed notice, so the whole set is re-read), and a cluster change. Each 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Callable, Mapping
 
@@ -16,6 +15,7 @@ from loguru import logger
 
 from shared.commands import Command, ResyncRequested, SnapshotRequested, SubscriptionsChanged
 from shared.enums import Endpoint, SubscriptionStatus
+from shared.tasks import wait_set
 from shared.topics import bybit_topic
 from stream_worker.broker.publisher import Publisher
 from stream_worker.cluster.ownership import Cluster
@@ -76,8 +76,7 @@ class Convergence:
         while True:
             self._reload_requested.clear()
             await self.reload()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._reload_requested.wait(), self._reconcile_interval)
+            await wait_set(self._reload_requested, self._reconcile_interval)
 
     async def follow_cluster(self) -> None:
         """Membership or the private lease moved: subscribe what became ours, drop what is no longer ours."""

@@ -19,11 +19,13 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from loguru import logger
 
 from shared.enums import Endpoint
+from shared.tasks import until_first_ends
 from stream_worker.broker.commands import CommandListener
 from stream_worker.broker.publisher import Publisher
 from stream_worker.cluster.identity import claim_worker_id
@@ -34,6 +36,7 @@ from stream_worker.dispatch import Dispatcher, TraceIds
 from stream_worker.envelopes.market import BookOutput, MarketState
 from stream_worker.envelopes.normalize import Normalizer
 from stream_worker.envelopes.outgoing import Outgoing
+from stream_worker.errors import WorkerError
 from stream_worker.exchange.account_sync import AccountSync
 from stream_worker.exchange.assembly import PUBLIC_ENDPOINTS, build_exchange
 from stream_worker.exchange.connection import ConnectionSettings
@@ -49,10 +52,6 @@ from stream_worker.state.balances import BalanceWriter
 from stream_worker.state.desired import DesiredSet
 from stream_worker.state.open_items import OpenItems
 from stream_worker.state.persistence import DATABASE_ERRORS, StateWriter, Store
-
-
-class Stopping(Exception):
-    """Raised inside the input task group when the process is asked to stop."""
 
 
 class Worker:
@@ -199,6 +198,26 @@ class Worker:
 
     # -- the task tree --------------------------------------------------------------------------------------
 
+    def _inputs(self, stop: asyncio.Event) -> dict[str, Coroutine[Any, Any, object]]:
+        """What feeds the worker; each runs until cancelled, and `stop` ends them all."""
+        inputs: dict[str, Coroutine[Any, Any, object]] = {
+            "stop": stop.wait(),
+            "cluster": self.cluster.run(),
+            "cluster-converge": self.convergence.follow_cluster(),
+            "reconciler": self.convergence.run_timer(),
+            "commands": self.commands.run(),
+            "heartbeat": write_heartbeats(self.store, self.worker_id, self.health.report),
+            "market-timers": self.dispatcher.run_market_timers(),
+            "snapshots": self.snapshots.run(),
+        }
+        if self.account_sync is not None:
+            inputs["account-resync"] = self.account_sync.run()
+        for endpoint, sockets in self.connections.items():
+            inputs[f"bybit-{endpoint}"] = sockets.run()
+        if self.settings.metrics_port:
+            inputs["metrics"] = serve_metrics(self.metrics, self.settings.metrics_host, self.settings.metrics_port)
+        return inputs
+
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then stop the inputs, drain what is buffered and close. Raises
         DuplicateWorkerId, before starting anything, if another running worker has our worker id."""
@@ -212,26 +231,11 @@ class Worker:
             balances = outer.create_task(self.balances.run(), name="balance-writer")
             capturing = outer.create_task(self.capture.run(), name="capture") if self.capture is not None else None
             remembering = outer.create_task(self.open_items.run(), name="open-items-writer")
-            try:
-                async with asyncio.TaskGroup() as inputs:
-                    inputs.create_task(self.cluster.run(), name="cluster")
-                    inputs.create_task(self.convergence.follow_cluster(), name="cluster-converge")
-                    inputs.create_task(self.convergence.run_timer(), name="reconciler")
-                    inputs.create_task(self.commands.run(), name="commands")
-                    heartbeats = write_heartbeats(self.store, self.worker_id, self.health.report)
-                    inputs.create_task(heartbeats, name="heartbeat")
-                    inputs.create_task(self.dispatcher.run_market_timers(), name="market-timers")
-                    inputs.create_task(self.snapshots.run(), name="snapshots")
-                    if self.account_sync is not None:
-                        inputs.create_task(self.account_sync.run(), name="account-resync")
-                    for endpoint, sockets in self.connections.items():
-                        inputs.create_task(sockets.run(), name=f"bybit-{endpoint}")
-                    if self.settings.metrics_port:
-                        metrics = serve_metrics(self.metrics, self.settings.metrics_host, self.settings.metrics_port)
-                        inputs.create_task(metrics, name="metrics")
-                    inputs.create_task(_raise_when_set(stop), name="stop")
-            except* Stopping:
-                pass
+            ended = await until_first_ends(self._inputs(stop))
+            if ended is not None:
+                raise ended
+            if not stop.is_set():
+                raise WorkerError("an input task of the worker ended on its own")
             logger.info("stopping: inputs closed, handing our topics over and draining buffers")
             # The successor's re-sync reads the orders and positions we published as open from PostgreSQL: store
             # them before the lease passes on, and whether or not the drain below finishes within the grace.
@@ -250,8 +254,3 @@ class Worker:
                     task.cancel()  # the capture writes what it holds before it ends
         if self.rest is not None:
             await self.rest.close()
-
-
-async def _raise_when_set(stop: asyncio.Event) -> None:
-    await stop.wait()
-    raise Stopping

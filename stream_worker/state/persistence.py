@@ -8,7 +8,6 @@ retrying while PostgreSQL is away. Nothing is written per message.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from shared.backoff import Backoff
 from shared.enums import Category, ChannelType, Endpoint, SubscriptionStatus
 from shared.heartbeat import WorkerHeartbeat
 from shared.schema import DesiredStateRow, SubscriptionRow, WorkerHeartbeatRow
+from shared.tasks import wait_set
 from stream_worker.state.desired import DesiredSet, Want
 
 TopicKey = tuple[Endpoint, str]
@@ -204,8 +204,7 @@ class StateWriter:
     async def run(self) -> None:
         while True:
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._flush_interval)
+            await wait_set(self._wake, self._flush_interval)
             await self.flush()
 
     async def flush(self) -> bool:
