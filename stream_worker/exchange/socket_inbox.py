@@ -1,10 +1,10 @@
 """A websockets client connection that hands over every message a read delivered at once, not one per `recv`.
 
-Bybit pushes one small event per frame (a book delta, a ticker, a trade), so websockets' `recv` cost more
-than the frame itself: each message went through its assembler's queue, a future and a coroutine chain
-(BENCHMARKS.md, "Reads without recv"). Here `data_received` parses the read with websockets' own sans-I/O
-protocol, as before, and appends each complete message to a list; the reader takes the whole list with one
-await. Everything else stays websockets': the handshake, `open_timeout`, `max_size`, automatic pongs to
+Bybit pushes one small event per frame (a book delta, a ticker, a trade), and websockets' `recv` put each
+one through its assembler's queue, a future and an async-iterator step. Here `data_received` parses the read
+with websockets' own sans-I/O protocol, as before, and appends each complete message to a list; the reader
+takes the whole list with one await: 8 % less worker CPU per message on the soak (BENCHMARKS.md, "Issue 17,
+second pass"). Everything else stays websockets': the handshake, `open_timeout`, `max_size`, automatic pongs to
 protocol pings, the closing handshake, `close()` and the `ConnectionClosed` exceptions the shell maps to
 reconnect reasons.
 
@@ -26,7 +26,7 @@ Message = str | bytes
 # pushes back on Bybit instead of growing memory (websockets' own queue pauses at 16 frames; a batch of a
 # busy read is bigger than that, and pausing on every batch would cost a syscall each time).
 PAUSE_AT = 4096
-MAX_FRAGMENTS = 1024  # what websockets allows one fragmented message; Bybit never fragments
+MAX_FRAGMENTS = 4096  # websockets' own default per message (its recv raised past it); Bybit never fragments
 
 
 class InboxConnection(ClientConnection):
@@ -59,7 +59,8 @@ class InboxConnection(ClientConnection):
         messages, self._inbox = self._inbox, []
         if self._paused:
             self._paused = False
-            self.transport.resume_reading()
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
         return messages
 
     def process_event(self, event: Event) -> None:
