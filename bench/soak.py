@@ -70,7 +70,7 @@ async def soak_worker(firehose: str, rabbitmq: str, seconds: float, total: int, 
         deadline = started + seconds + 10
         try:
             while time.monotonic() < deadline:
-                received = sum(count for (_, _), count in worker.received.items())
+                received = sum(count for (_, _), count in worker.dispatcher.received.items())
                 stats = publisher.stats
                 sample = {
                     "t": round(time.monotonic() - started, 3),

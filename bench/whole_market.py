@@ -113,7 +113,7 @@ async def worker_main(
                     "t": round(time.monotonic() - started, 3),
                     "cpu": time.process_time(),
                     "rss": rss,
-                    "received": sum(sum(w.received.values()) for w in workers.values()),
+                    "received": sum(sum(w.dispatcher.received.values()) for w in workers.values()),
                     "published": stats.published["market"],
                     "dropped": sum(stats.dropped.values()),
                     "connected": sum(1 for c, w in workers.items() if w.connections[Endpoint(c)].connected),

@@ -34,7 +34,7 @@ from shared.routing import (
     command_routing_key,
 )
 from shared.schema import DesiredStateRow, OutboxRow, SubscriptionRow
-from shared.tasks import wait_event
+from shared.tasks import wait_set
 
 RELAY_BATCH = 100
 AMQP_ERRORS: tuple[type[Exception], ...] = (AMQPError, ConnectionError, OSError, TimeoutError)
@@ -141,7 +141,7 @@ class OutboxRelay:
                 while await self._relay_batch(exchange, deployment_id) == RELAY_BATCH:
                     pass
                 self._backoff.reset()
-                await wait_event(self._wake, self._poll_interval)
+                await wait_set(self._wake, self._poll_interval)
         except RETRYABLE as error:
             if not isinstance(error, DatabaseUnavailable):
                 await self._disconnect()  # a broker error may leave a half-open channel: start clean

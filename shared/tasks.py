@@ -2,18 +2,19 @@
 
 Python 3.11's `asyncio.TaskGroup` raises a child's error instead of the parent's `CancelledError` when both
 happen at once, and leaves the parent's cancel count raised, so `except*` around it can swallow a stop: a socket
-that reconnects forever, a worker that never exits. Python 3.12 fixed it; until then, this. Likewise 3.11's
-`asyncio.wait_for` returns the awaited result instead of raising when a cancel lands as that result arrives
-(an event set in the same loop iteration as the stop): a wake-or-timeout loop then waits on, and its owner's
-shutdown hangs; `wait_event` is the wait that lets the cancel through.
+that reconnects forever, a worker that never exits. Python 3.12 fixed it; until then, this.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Coroutine
 from typing import Any
+
+from loguru import logger
+
+# A task still running this long after its cancel swallowed it (a library's 3.11 `wait_for` can): cancel it again.
+RECANCEL_SECONDS = 5.0
 
 
 async def until_first_ends(coroutines: dict[str, Coroutine[Any, Any, object]]) -> BaseException | None:
@@ -28,13 +29,34 @@ async def until_first_ends(coroutines: dict[str, Coroutine[Any, Any, object]]) -
         first = next(task for task in tasks if task in done)  # the earliest-listed of those that ended together
         return first.exception()
     finally:
-        for task in tasks:
+        await cancel_and_wait(tasks)
+
+
+async def cancel_and_wait(tasks: list[asyncio.Task[Any]], recancel: float = RECANCEL_SECONDS) -> None:
+    """Cancel the tasks and wait until every one has ended, cancelling again any that is still running after
+    `recancel` seconds: one cancel that a task swallowed must not leave its owner waiting forever."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        _, pending = await asyncio.wait(pending, timeout=recancel)
+        for task in pending:
+            logger.bind(task=task.get_name()).warning("task still running after its cancel; cancelling it again")
+    for task in tasks:  # retrieve every outcome, so none is reported as never retrieved
+        if not task.cancelled():
+            task.exception()
 
 
-async def wait_event(event: asyncio.Event, timeout: float | None) -> None:
-    """Wait until `event` is set or `timeout` seconds pass (None: no limit); a cancellation always propagates."""
-    with contextlib.suppress(TimeoutError):
+async def wait_set(event: asyncio.Event, timeout: float | None) -> bool:
+    """Wait until `event` is set or `timeout` seconds pass; True if it was set.
+
+    Python 3.11's `asyncio.wait_for(event.wait(), timeout)` returns normally when a cancel arrives in the same loop
+    turn as the event is set, swallowing the cancel: a loop around it then runs on after its owner asked it to
+    stop, and a worker's shutdown waits for it forever. `asyncio.timeout` counts cancels and lets them through.
+    """
+    try:
         async with asyncio.timeout(timeout):
             await event.wait()
+    except TimeoutError:
+        return event.is_set()
+    return True

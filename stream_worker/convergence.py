@@ -17,7 +17,7 @@ from loguru import logger
 
 from shared.commands import Command, ResyncRequested, SnapshotRequested, SubscriptionsChanged
 from shared.enums import Endpoint, SubscriptionStatus
-from shared.tasks import wait_event
+from shared.tasks import wait_set
 from shared.topics import bybit_topic
 from stream_worker.broker.publisher import Publisher
 from stream_worker.cluster.ownership import Cluster
@@ -83,7 +83,7 @@ class Convergence:
         while True:
             self._reload_requested.clear()
             await self.reload()
-            await wait_event(self._reload_requested, self._reconcile_interval)
+            await wait_set(self._reload_requested, self._reconcile_interval)
 
     async def follow_cluster(self) -> None:
         """Membership or the private lease moved: subscribe what became ours, drop what is no longer ours."""

@@ -32,11 +32,13 @@ from shared.events import EventEnvelope
 from shared.heartbeat import WorkerHeartbeat
 from stream_worker.broker.publisher import Publisher
 from stream_worker.cluster.ownership import Cluster
+from stream_worker.dispatch import Dispatcher
 from stream_worker.envelopes.market import MarketState
 from stream_worker.errors import WorkerError
 from stream_worker.exchange.account_sync import AccountSync
 from stream_worker.exchange.connect_budget import ConnectBudget
 from stream_worker.exchange.sockets import Sockets
+from stream_worker.snapshots import Snapshots
 
 PREFIX = "ws_gateway_worker"
 # Bybit's topic roots (PROTOCOL.md §6, §9) as the channel types consumers know; anything else is "unknown",
@@ -113,13 +115,9 @@ class MetricsSource(Protocol):
     @property
     def publisher(self) -> Publisher: ...
     @property
-    def received(self) -> Counter[tuple[Endpoint, str]]: ...
+    def dispatcher(self) -> Dispatcher: ...
     @property
-    def counters(self) -> Counter[str]: ...
-    @property
-    def stale_topics(self) -> Mapping[tuple[Endpoint, str], float]: ...
-    @property
-    def snapshot_counters(self) -> Counter[str]: ...
+    def snapshots(self) -> Snapshots: ...
     @property
     def health(self) -> HealthSource: ...
     @property
@@ -238,7 +236,7 @@ class WorkerCollector(Collector):
             labels=["class", "category"],
         )
         by_class: dict[tuple[str, str], int] = {}
-        for (endpoint, root), count in list(worker.received.items()):
+        for (endpoint, root), count in list(worker.dispatcher.received.items()):
             key = (topic_class(root), endpoint.value)
             by_class[key] = by_class.get(key, 0) + count
         for labels, count in sorted(by_class.items()):
@@ -250,7 +248,7 @@ class WorkerCollector(Collector):
             "Unreadable Bybit input: malformed or unknown frames and undecodable payloads, by kind",
             labels=["kind"],
         )
-        for name, count in sorted(worker.counters.items()):
+        for name, count in sorted(worker.dispatcher.counters.items()):
             if name.startswith("frames:"):
                 errors.add_metric([name.removeprefix("frames:")], count)
             elif name.startswith("payload:"):
@@ -402,21 +400,21 @@ class WorkerCollector(Collector):
             "Acknowledged public topics with no push for longer than their channel's threshold",
             labels=["socket"],
         )
-        by_socket = Counter(endpoint.value for endpoint, _ in self._worker.stale_topics)
+        by_socket = Counter(endpoint.value for endpoint, _ in self._worker.dispatcher.silence.stale)
         for endpoint in self._worker.markets:
             stale.add_metric([endpoint.value], by_socket.get(endpoint.value, 0))
         yield stale
         yield CounterMetricFamily(
             f"{PREFIX}_stale_detections",
             "Times a topic went silent and was resubscribed once",
-            value=self._worker.counters.get("stale:detected", 0),
+            value=self._worker.dispatcher.counters.get("stale:detected", 0),
         )
         snapshots = CounterMetricFamily(
             f"{PREFIX}_snapshots_sent",
             "Snapshots sent to one queue: on join, or on request (POST .../snapshot), by class",
             labels=["reason", "class"],
         )
-        for key, count in sorted(self._worker.snapshot_counters.items()):
+        for key, count in sorted(self._worker.snapshots.counters.items()):
             parts = key.split(":")  # snapshot:{reason}:{class}
             if len(parts) == 3 and parts[1] in ("join", "requested"):
                 snapshots.add_metric([parts[1], parts[2]], count)

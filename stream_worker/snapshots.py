@@ -31,7 +31,7 @@ from loguru import logger
 from shared.backoff import Backoff
 from shared.enums import ChannelType, Endpoint
 from shared.routing import service_queue
-from shared.tasks import wait_event
+from shared.tasks import wait_set
 from shared.topics import bybit_topic
 from stream_worker.broker.publisher import Publisher
 from stream_worker.envelopes.market import MarketState
@@ -151,7 +151,7 @@ class Snapshots:
             ready = self._ready()
             if not ready:
                 self._wake.clear()
-                await wait_event(self._wake, PRIVATE_POLL if self._private else None)
+                await wait_set(self._wake, PRIVATE_POLL if self._private else None)
                 continue
             for key, request in ready:
                 try:

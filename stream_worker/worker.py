@@ -8,6 +8,9 @@ The parts, by layer (see docs/architecture.md):
 - cluster: `Cluster` renews this worker's lease and says which topics it owns;
 - state: the desired set, its `Convergence`, and the writers of statuses and balances.
 `Dispatcher` is the hot path between a socket and the publisher; `Health` reports on all of them.
+
+About 250 lines, all wiring: some twenty parts built with their arguments named, then the task tree and the
+order of shutdown. Each layer that has settings of its own builds itself from them (`exchange/assembly.py`).
 """
 
 from __future__ import annotations
@@ -16,16 +19,15 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections import Counter
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from loguru import logger
 
 from shared.enums import Endpoint
+from shared.tasks import until_first_ends
 from stream_worker.broker.commands import CommandListener
 from stream_worker.broker.publisher import Publisher
-from stream_worker.bybit.signing import Credentials
 from stream_worker.cluster.identity import claim_worker_id
 from stream_worker.cluster.membership import MembershipStore
 from stream_worker.cluster.ownership import Cluster
@@ -34,13 +36,11 @@ from stream_worker.dispatch import Dispatcher, TraceIds
 from stream_worker.envelopes.market import BookOutput, MarketState
 from stream_worker.envelopes.normalize import Normalizer
 from stream_worker.envelopes.outgoing import Outgoing
+from stream_worker.errors import WorkerError
 from stream_worker.exchange.account_sync import AccountSync
-from stream_worker.exchange.capture import Capture
-from stream_worker.exchange.connect_budget import ConnectBudget
+from stream_worker.exchange.assembly import PUBLIC_ENDPOINTS, build_exchange
 from stream_worker.exchange.connection import ConnectionSettings
-from stream_worker.exchange.rest import BybitRest
 from stream_worker.exchange.resync import AccountResync
-from stream_worker.exchange.socket_factory import SocketFactory
 from stream_worker.exchange.sockets import Sockets
 from stream_worker.health import Health, write_heartbeats
 from stream_worker.metrics import PublishTally, serve_metrics, worker_registry
@@ -52,12 +52,6 @@ from stream_worker.state.balances import BalanceWriter
 from stream_worker.state.desired import DesiredSet
 from stream_worker.state.open_items import OpenItems
 from stream_worker.state.persistence import DATABASE_ERRORS, StateWriter, Store
-
-PUBLIC_ENDPOINTS = (Endpoint.SPOT, Endpoint.LINEAR, Endpoint.INVERSE, Endpoint.OPTION)
-
-
-class Stopping(Exception):
-    """Raised inside the input task group when the process is asked to stop."""
 
 
 class Worker:
@@ -83,39 +77,12 @@ class Worker:
         trace_id = TraceIds()
         op_traces = OpTraces()
 
-        credentials = None
-        if settings.bybit_api_key is not None and settings.bybit_api_secret is not None:
-            credentials = Credentials(settings.bybit_api_key.reveal(), settings.bybit_api_secret.reveal())
-        endpoints = [*PUBLIC_ENDPOINTS, *((Endpoint.PRIVATE,) if credentials is not None else ())]
-        self.capture: Capture | None = None
-        if settings.capture_dir:
-            self.capture = Capture(
-                Path(settings.capture_dir),
-                file_bytes=settings.capture_file_bytes,
-                total_bytes=settings.capture_total_bytes,
-            )
-        self.connect_budget = ConnectBudget(
-            store.engine,
-            scope=settings.connect_budget_scope,
-            limit=settings.connect_budget,
-            window=settings.connect_budget_window,
-            timeout=store.timeout,
+        exchange = build_exchange(
+            settings, engine=store.engine, database_timeout=store.timeout, connection=connection_settings
         )
-        sockets = SocketFactory(
-            public_url=settings.public_ws_url,
-            private_url=settings.private_ws_url,
-            ping_interval=settings.ping_interval,
-            dead_after=settings.dead_after,
-            ack_timeout=settings.ack_timeout,
-            window=settings.subscribe_window,
-            args_chars=settings.socket_args_chars,
-            option_topics=settings.option_socket_topics,
-            connection=connection_settings,
-            capture=self.capture,
-            admission=self.connect_budget.admission,
-        )
-        # Socket 0 of the private stream is built now: account re-sync follows its auth.
-        private_protocol = sockets.protocol(Endpoint.PRIVATE, credentials) if credentials is not None else None
+        self.capture = exchange.capture
+        self.connect_budget = exchange.connect_budget
+        self.rest = exchange.rest
         self.markets = {
             endpoint: MarketState(
                 endpoint,
@@ -127,19 +94,16 @@ class Worker:
             )
             for endpoint in PUBLIC_ENDPOINTS
         }
-        self.normalizers = {endpoint: Normalizer(endpoint) for endpoint in endpoints}
+        self.normalizers = {endpoint: Normalizer(endpoint) for endpoint in exchange.endpoints}
         self.connections: dict[Endpoint, Sockets] = {}  # filled below, once the dispatcher exists
 
-        self.rest: BybitRest | None = None
         self.account_sync: AccountSync | None = None
         resync: AccountResync | None = None
-        if credentials is not None:
-            self.rest = BybitRest(settings.rest_url, credentials)
-            resync = AccountResync(self.rest, self.open_items, option_base_coins=settings.option_base_coins)
-            assert private_protocol is not None
+        if exchange.rest is not None and exchange.private_protocol is not None:
+            resync = AccountResync(exchange.rest, self.open_items, option_base_coins=settings.option_base_coins)
             self.account_sync = AccountSync(
                 resync,
-                private_protocol,
+                exchange.private_protocol,
                 put_account=self.put_account,
                 balances=self.balances,
                 wall=wall,
@@ -177,12 +141,12 @@ class Worker:
             wall=wall,
             book_top_interval=settings.book_top_interval,
         )
-        for endpoint in endpoints:
-            self.connections[endpoint] = sockets.category(
+        for endpoint in exchange.endpoints:
+            self.connections[endpoint] = exchange.sockets.category(
                 endpoint,
                 on_event=self.dispatcher.on_event,
                 on_connected=self.dispatcher.on_connected,
-                private=private_protocol,
+                private=exchange.private_protocol,
             )
         self.commands = CommandListener(
             settings.rabbitmq_url,
@@ -223,33 +187,9 @@ class Worker:
         )
         self.metrics = worker_registry(self, self.published)
 
-    # What tests, metrics and health read of the parts.
     @property
     def desired(self) -> DesiredSet:
         return self.convergence.desired
-
-    @property
-    def reloads(self) -> int:
-        return self.convergence.reloads
-
-    @property
-    def counters(self) -> Counter[str]:
-        return self.dispatcher.counters
-
-    @property
-    def received(self) -> Counter[tuple[Endpoint, str]]:
-        return self.dispatcher.received
-
-    @property
-    def stale_topics(self) -> Mapping[tuple[Endpoint, str], float]:
-        return self.dispatcher.silence.stale
-
-    @property
-    def snapshot_counters(self) -> Counter[str]:
-        return self.snapshots.counters
-
-    async def reload(self) -> None:
-        await self.convergence.reload()
 
     async def put_account(self, item: Outgoing) -> None:
         """Publish an account event, and remember which orders and positions it leaves open (re-sync)."""
@@ -257,6 +197,26 @@ class Worker:
         await self.publisher.put_account(item)
 
     # -- the task tree --------------------------------------------------------------------------------------
+
+    def _inputs(self, stop: asyncio.Event) -> dict[str, Coroutine[Any, Any, object]]:
+        """What feeds the worker; each runs until cancelled, and `stop` ends them all."""
+        inputs: dict[str, Coroutine[Any, Any, object]] = {
+            "stop": stop.wait(),
+            "cluster": self.cluster.run(),
+            "cluster-converge": self.convergence.follow_cluster(),
+            "reconciler": self.convergence.run_timer(),
+            "commands": self.commands.run(),
+            "heartbeat": write_heartbeats(self.store, self.worker_id, self.health.report),
+            "market-timers": self.dispatcher.run_market_timers(),
+            "snapshots": self.snapshots.run(),
+        }
+        if self.account_sync is not None:
+            inputs["account-resync"] = self.account_sync.run()
+        for endpoint, sockets in self.connections.items():
+            inputs[f"bybit-{endpoint}"] = sockets.run()
+        if self.settings.metrics_port:
+            inputs["metrics"] = serve_metrics(self.metrics, self.settings.metrics_host, self.settings.metrics_port)
+        return inputs
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then stop the inputs, drain what is buffered and close. Raises
@@ -271,26 +231,11 @@ class Worker:
             balances = outer.create_task(self.balances.run(), name="balance-writer")
             capturing = outer.create_task(self.capture.run(), name="capture") if self.capture is not None else None
             remembering = outer.create_task(self.open_items.run(), name="open-items-writer")
-            try:
-                async with asyncio.TaskGroup() as inputs:
-                    inputs.create_task(self.cluster.run(), name="cluster")
-                    inputs.create_task(self.convergence.follow_cluster(), name="cluster-converge")
-                    inputs.create_task(self.convergence.run_timer(), name="reconciler")
-                    inputs.create_task(self.commands.run(), name="commands")
-                    heartbeats = write_heartbeats(self.store, self.worker_id, self.health.report)
-                    inputs.create_task(heartbeats, name="heartbeat")
-                    inputs.create_task(self.dispatcher.run_market_timers(), name="market-timers")
-                    inputs.create_task(self.snapshots.run(), name="snapshots")
-                    if self.account_sync is not None:
-                        inputs.create_task(self.account_sync.run(), name="account-resync")
-                    for endpoint, sockets in self.connections.items():
-                        inputs.create_task(sockets.run(), name=f"bybit-{endpoint}")
-                    if self.settings.metrics_port:
-                        metrics = serve_metrics(self.metrics, self.settings.metrics_host, self.settings.metrics_port)
-                        inputs.create_task(metrics, name="metrics")
-                    inputs.create_task(_raise_when_set(stop), name="stop")
-            except* Stopping:
-                pass
+            ended = await until_first_ends(self._inputs(stop))
+            if ended is not None:
+                raise ended
+            if not stop.is_set():
+                raise WorkerError("an input task of the worker ended on its own")
             logger.info("stopping: inputs closed, handing our topics over and draining buffers")
             # The successor's re-sync reads the orders and positions we published as open from PostgreSQL: store
             # them before the lease passes on, and whether or not the drain below finishes within the grace.
@@ -309,8 +254,3 @@ class Worker:
                     task.cancel()  # the capture writes what it holds before it ends
         if self.rest is not None:
             await self.rest.close()
-
-
-async def _raise_when_set(stop: asyncio.Event) -> None:
-    await stop.wait()
-    raise Stopping

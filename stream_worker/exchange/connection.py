@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import websockets
 from loguru import logger
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from shared.backoff import Backoff, EscalatingBackoff
 from shared.enums import Endpoint
@@ -24,6 +24,7 @@ from shared.tasks import until_first_ends
 from stream_worker.bybit.events import AckTimeout, AuthRejected, Dead, Event
 from stream_worker.bybit.protocol import BybitProtocol
 from stream_worker.exchange.capture import SocketCapture
+from stream_worker.exchange.socket_inbox import InboxConnection
 
 TICK_SECONDS = 0.5  # how often the core's timers (ping due, dead socket, ack timeout) are checked
 # A session that stayed up this long was healthy: the next reconnect starts from the first backoff step.
@@ -140,12 +141,14 @@ class Connection:
                     max_size=self._settings.max_frame_bytes,
                     compression="deflate" if self._settings.compression else None,
                     ping_interval=None,  # Bybit needs JSON pings (PROTOCOL.md §1.5); the core sends them
+                    create_connection=InboxConnection,  # every message of a read in one await, not one each
                 )
             except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as error:
                 reason = f"connect failed: {type(error).__name__}"
                 self.conn_id = None
                 await self._pause(reason, self._backoff)
                 continue
+            assert isinstance(socket, InboxConnection)
             self.connects += 1
             if self.connects > 1:
                 self.reconnects += 1
@@ -171,7 +174,7 @@ class Connection:
         ).warning("bybit socket down; reconnecting")
         await self._sleep(delay)
 
-    async def _session(self, socket: ClientConnection) -> str:
+    async def _session(self, socket: InboxConnection) -> str:
         started = self._clock()
         self.connected_since = started
         self.conn_id = None
@@ -201,25 +204,30 @@ class Connection:
             self._auth_backoff.reset()
         return reason
 
-    async def _read(self, socket: ClientConnection) -> None:
-        capture = self._capture
-        async for message in socket:
-            if capture is not None:
-                capture.received(message)
-            events = self.protocol.receive(message, self._clock())
-            if events:
-                if self.conn_id is None and self.protocol.conn_id is not None:
-                    # Learned from the reply to our first ping, a few ms after the connect line above.
-                    self.conn_id = self.protocol.conn_id
-                    logger.bind(endpoint=self.endpoint.value, connects=self.connects, conn_id=self.conn_id).info(
-                        "bybit socket identified"
-                    )
-                await self._dispatch(events)
-            if self.protocol.has_frames_to_send:  # acks trigger follow-up ops: send them without a tick's delay
+    async def _read(self, socket: InboxConnection) -> None:
+        capture, protocol = self._capture, self.protocol
+        while True:
+            try:
+                messages = await socket.wait_messages()
+            except websockets.ConnectionClosedOK:
+                raise SessionEnded("closed by server") from None
+            now = self._clock()  # one read: the messages arrived together
+            for message in messages:
+                if capture is not None:
+                    capture.received(message)
+                events = protocol.receive(message, now)
+                if events:
+                    if self.conn_id is None and protocol.conn_id is not None:
+                        # Learned from the reply to our first ping, a few ms after the connect line above.
+                        self.conn_id = protocol.conn_id
+                        logger.bind(endpoint=self.endpoint.value, connects=self.connects, conn_id=self.conn_id).info(
+                            "bybit socket identified"
+                        )
+                    await self._dispatch(events)
+            if protocol.has_frames_to_send:  # acks trigger follow-up ops: send them without a tick's delay
                 self._wake.set()
-        raise SessionEnded("closed by server")
 
-    async def _pump(self, socket: ClientConnection) -> None:
+    async def _pump(self, socket: InboxConnection) -> None:
         while True:
             if self._close_when_idle and not self.protocol.wanted and not self.protocol.pending:
                 raise SessionEnded(IDLE)
@@ -233,7 +241,7 @@ class Connection:
                 async with asyncio.timeout(TICK_SECONDS):
                     await self._wake.wait()
 
-    async def _send_queued(self, socket: ClientConnection) -> None:
+    async def _send_queued(self, socket: InboxConnection) -> None:
         for frame in self.protocol.frames_to_send():
             if self._capture is not None:
                 self._capture.sent(frame)

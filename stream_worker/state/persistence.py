@@ -26,7 +26,7 @@ from shared.backoff import Backoff
 from shared.enums import Category, ChannelType, Endpoint, SubscriptionStatus
 from shared.heartbeat import WorkerHeartbeat
 from shared.schema import DesiredStateRow, SubscriptionRow, WorkerHeartbeatRow
-from shared.tasks import wait_event
+from shared.tasks import wait_set
 from stream_worker.state.desired import DesiredSet, Want
 from stream_worker.state.tombstones import MAX_AGE, Tombstone
 
@@ -244,7 +244,7 @@ class StateWriter:
     async def run(self) -> None:
         while True:
             self._wake.clear()
-            await wait_event(self._wake, self._flush_interval)
+            await wait_set(self._wake, self._flush_interval)
             await self.flush()
 
     async def flush(self) -> bool:

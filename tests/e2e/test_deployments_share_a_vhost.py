@@ -54,7 +54,12 @@ async def test_each_deployments_notices_reach_only_its_own_worker_on_a_shared_vh
         start_worker(database_url=other_database_url, **SLOW_RECONCILE) as theirs,
     ):
         await wait_until(
-            lambda: ours.commands.connected and theirs.commands.connected and ours.reloads and theirs.reloads,
+            lambda: (
+                ours.commands.connected
+                and theirs.commands.connected
+                and ours.convergence.reloads
+                and theirs.convergence.reloads
+            ),
             timeout=20,
             what="both workers listening, their desired sets read",
         )

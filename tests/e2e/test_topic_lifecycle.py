@@ -76,7 +76,7 @@ async def test_a_cancelled_book_that_bybit_keeps_sending_says_no_book_invalid_an
             stream = fake.stream(BOOK, category="linear")
             for _ in range(20):
                 await fake.push(stream.next(fake.now_ms()), category="linear")
-            await wait_until(lambda: worker.counters["dropped:unwanted"] >= 20, what="the late frames read")
+            await wait_until(lambda: worker.dispatcher.counters["dropped:unwanted"] >= 20, what="the late frames read")
             # No state was rebuilt from them, so there is no zombie book to time out and resubscribe.
             books_after = worker.markets[Endpoint.LINEAR].books()
     assert book_invalids(worker) == 0

@@ -37,7 +37,7 @@ async def test_trace_id_of_a_post_follows_the_notice_the_subscribe_and_its_ack(
         # Start-up re-reads twice: the timer's first round and the command listener's connect.
         # ... and the worker has joined the cluster, so the notice's own converge is what subscribes the topic.
         await wait_until(
-            lambda: worker.commands.connected and worker.reloads >= 2 and worker.cluster.ready,
+            lambda: worker.commands.connected and worker.convergence.reloads >= 2 and worker.cluster.ready,
             what="start-up re-reads done and the cluster joined",
         )
         response = await api.post(

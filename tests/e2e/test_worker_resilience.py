@@ -124,7 +124,7 @@ async def test_malformed_frames_are_counted_and_the_stream_goes_on(
                 await fake.push(frame, category="linear")
             seen = len(trades.envelopes)
             await wait_until(lambda: len(trades.envelopes) > seen + 5, what="trades keep flowing")
-        malformed = {k: v for k, v in worker.counters.items() if k.startswith(("frames:", "payload:"))}
+        malformed = {k: v for k, v in worker.dispatcher.counters.items() if k.startswith(("frames:", "payload:"))}
         assert sum(malformed.values()) == 7, malformed
         assert malformed["payload:unknown_topic"] == 1
         assert worker.connections[Endpoint.LINEAR].reconnects == 0

@@ -1,4 +1,5 @@
-"""Sibling tasks run until the first ends, and a stop always gets through (unlike Python 3.11's TaskGroup)."""
+"""Sibling tasks run until the first ends, and a stop always gets through (unlike Python 3.11's TaskGroup and
+wait_for)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,7 @@ import asyncio
 
 import pytest
 
-from shared.tasks import until_first_ends, wait_event
-from tests.support.waiting import wait_until
+from shared.tasks import cancel_and_wait, until_first_ends, wait_set
 
 
 async def forever() -> None:
@@ -51,27 +51,47 @@ async def test_a_stop_that_arrives_as_a_task_fails_still_stops_the_caller() -> N
         await caller
 
 
-async def test_a_wake_or_timeout_loop_stops_when_cancelled_as_its_event_is_set() -> None:
-    # Python 3.11's wait_for swallowed this cancel (the event's wait had just finished), so the loop waited on and
-    # the worker's shutdown hung in its TaskGroup until the next timeout, again and again.
-    wake, rounds = asyncio.Event(), [0]
+async def loop_until_stopped(wake: asyncio.Event, rounds: list[int]) -> None:
+    """The shape of the worker's timers: wait for a wake-up or a timeout, do a round, again."""
+    while True:
+        await wait_set(wake, 30)
+        wake.clear()
+        rounds.append(1)
 
-    async def loop() -> None:
-        while True:
-            wake.clear()
-            rounds[0] += 1
-            await wait_event(wake, 30)
 
-    task = asyncio.create_task(loop())
-    await wait_until(lambda: rounds[0] == 1, what="the loop waits")
+async def test_a_stop_that_arrives_as_the_event_is_set_still_stops_the_loop() -> None:
+    wake, rounds = asyncio.Event(), list[int]()
+    task = asyncio.create_task(loop_until_stopped(wake, rounds))
+    await asyncio.sleep(0)  # the task waits on the event
     wake.set()
-    task.cancel()
+    task.cancel()  # in the same loop turn: 3.11's wait_for would return True here and the loop would go on
     with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(asyncio.shield(task), 5)
+        await asyncio.wait_for(task, 5)
+    assert rounds == []
 
 
-async def test_wait_event_returns_when_set_and_when_the_timeout_passes() -> None:
-    wake = asyncio.Event()
-    await wait_event(wake, 0.01)  # not set: returns after the timeout, no error
-    wake.set()
-    await wait_event(wake, None)
+async def test_wait_set_says_whether_the_event_was_set() -> None:
+    event = asyncio.Event()
+    assert await wait_set(event, 0.01) is False
+    event.set()
+    assert await wait_set(event, 0.01) is True
+    assert await wait_set(event, None) is True
+
+
+async def test_a_task_that_swallows_its_cancel_is_cancelled_again_until_it_ends() -> None:
+    cancels = 0
+
+    async def swallows_the_first_cancel() -> None:
+        nonlocal cancels
+        while True:
+            try:
+                await forever()
+            except asyncio.CancelledError:
+                cancels += 1
+                if cancels > 1:
+                    raise
+
+    task = asyncio.create_task(swallows_the_first_cancel())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(cancel_and_wait([task], recancel=0.01), 5)
+    assert (task.cancelled(), cancels) == (True, 2)
