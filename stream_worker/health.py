@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
+from typing import Protocol
 
 import msgspec
 from loguru import logger
@@ -38,31 +39,34 @@ def broker_problems(publisher_down_for: float | None, commands_down_for: float |
     return problems
 
 
+class WorkerParts(Protocol):
+    """What the health report reads of the worker (the worker hands itself over as one)."""
+
+    @property
+    def connections(self) -> Mapping[Endpoint, Sockets]: ...
+    @property
+    def markets(self) -> Mapping[Endpoint, MarketState]: ...
+    @property
+    def publisher(self) -> Publisher: ...
+    @property
+    def commands(self) -> CommandListener: ...
+    @property
+    def state(self) -> StateWriter: ...
+    @property
+    def convergence(self) -> Convergence: ...
+    @property
+    def dispatcher(self) -> Dispatcher: ...
+    @property
+    def cluster(self) -> Cluster: ...
+    @property
+    def account_sync(self) -> AccountSync | None: ...
+
+
 class Health:
     def __init__(
-        self,
-        *,
-        connections: Mapping[Endpoint, Sockets],
-        markets: Mapping[Endpoint, MarketState],
-        publisher: Publisher,
-        commands: CommandListener,
-        state: StateWriter,
-        convergence: Convergence,
-        dispatcher: Dispatcher,
-        cluster: Cluster,
-        account_sync: AccountSync | None,
-        broker_grace: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
+        self, parts: WorkerParts, *, broker_grace: float = 10.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._connections = connections
-        self._markets = markets
-        self._publisher = publisher
-        self._commands = commands
-        self._state = state
-        self._convergence = convergence
-        self._dispatcher = dispatcher
-        self._cluster = cluster
-        self._account_sync = account_sync
+        self._parts = parts
         self._broker_grace = broker_grace
         self._clock = clock
 
@@ -70,7 +74,7 @@ class Health:
         now = self._clock()
         sockets: dict[str, SocketHealth] = {}
         problems: list[str] = []
-        for endpoint, connection in self._connections.items():
+        for endpoint, connection in self._parts.connections.items():
             protocol = connection.protocol
             wanted = len(protocol.wanted)
             up = connection.connected and (not endpoint.private or protocol.authenticated)
@@ -90,27 +94,27 @@ class Health:
                 conn_id=connection.conn_id,
                 sockets=connection.open_sockets,
             )
-        desired = self._convergence.desired.topics()
-        if desired.get(Endpoint.PRIVATE) and Endpoint.PRIVATE not in self._connections:
+        desired = self._parts.convergence.desired.topics()
+        if desired.get(Endpoint.PRIVATE) and Endpoint.PRIVATE not in self._parts.connections:
             sockets["private"] = SocketHealth(wanted=len(desired[Endpoint.PRIVATE]), detail=NO_KEYS)
-        resync = self._account_sync.state if self._account_sync is not None else None
-        publisher_down, commands_down = self._publisher.down_for(now), self._commands.down_for(now)
+        resync = self._parts.account_sync.state if self._parts.account_sync is not None else None
+        publisher_down, commands_down = self._parts.publisher.down_for(now), self._parts.commands.down_for(now)
         problems += broker_problems(publisher_down, commands_down, self._broker_grace)
-        publisher = msgspec.convert(self._publisher.stats_dict(), PublisherHealth)
+        publisher = msgspec.convert(self._parts.publisher.stats_dict(), PublisherHealth)
         publisher.down_for_s = _rounded(publisher_down)
         return WorkerHeartbeat(
             healthy=not problems,
             problems=problems,
-            revision=self._convergence.desired.revision,
+            revision=self._parts.convergence.desired.revision,
             sockets=sockets,
             publisher=publisher,
-            counters=dict(self._dispatcher.counters),
-            market={e.value: dict(m.counters) for e, m in self._markets.items() if m.counters},
-            commands_connected=self._commands.connected,
+            counters=dict(self._parts.dispatcher.counters),
+            market={e.value: dict(m.counters) for e, m in self._parts.markets.items() if m.counters},
+            commands_connected=self._parts.commands.connected,
             commands_down_for_s=_rounded(commands_down),
-            state_pending=self._state.pending,
+            state_pending=self._parts.state.pending,
             account_resync=msgspec.convert(resync, ResyncHealth) if resync is not None else None,
-            cluster=self._cluster.health(),
+            cluster=self._parts.cluster.health(),
         )
 
 

@@ -1,16 +1,8 @@
 """The stream worker's wiring: builds the parts and owns their task tree. Nothing else lives here.
 
-The parts, by layer (see docs/architecture.md):
-- exchange: `Sockets` per category (one `Connection` per Bybit socket around its sans-I/O `BybitProtocol`), REST
-  and account re-sync;
-- envelopes: `MarketState` (books, tickers) and `Normalizer` turn pushes into envelopes;
-- broker: the `Publisher` drains the bounded hand-offs into RabbitMQ; the `CommandListener` takes notices;
-- cluster: `Cluster` renews this worker's lease and says which topics it owns;
-- state: the desired set, its `Convergence`, and the writers of statuses and balances.
-`Dispatcher` is the hot path between a socket and the publisher; `Health` reports on all of them.
-
-About 250 lines, all wiring: some twenty parts built with their arguments named, then the task tree and the
-order of shutdown. Each layer that has settings of its own builds itself from them (`exchange/assembly.py`).
+The layers and the path of a Bybit frame through them are in docs/architecture.md. Each layer with settings of
+its own builds itself from them (`exchange/assembly.py`); here, each part is handed the others it talks to, and
+`run` starts the inputs, then stops them, hands our topics over and drains, in that order.
 """
 
 from __future__ import annotations
@@ -173,18 +165,7 @@ class Worker:
             last_private_frame_ms=lambda: account_sync.last_frame_ms if account_sync is not None else None,
             subscribed=lambda: {endpoint: c.protocol.subscribed for endpoint, c in self.connections.items()},
         )
-        self.health = Health(
-            connections=self.connections,
-            markets=self.markets,
-            publisher=publisher,
-            commands=self.commands,
-            state=self.state,
-            convergence=self.convergence,
-            dispatcher=self.dispatcher,
-            cluster=self.cluster,
-            account_sync=self.account_sync,
-            broker_grace=settings.broker_grace,
-        )
+        self.health = Health(self, broker_grace=settings.broker_grace)
         self.metrics = worker_registry(self, self.published)
 
     @property
