@@ -26,8 +26,13 @@ async def subscribe(api: httpx.AsyncClient, svc: str, **fields: Any) -> dict[str
 
 
 def private_ready(worker: Worker, fake: FakeBybit, *topics: str) -> bool:
+    """Subscribed, and the REST reads that follow a subscribe are done (the re-sync after auth, a later topic's
+    join snapshot): a push landing before one of them ends is read back by it and published a second time
+    (at-least-once, same event id), which tests that count updates must not see."""
     connection = worker.connections[next(e for e in worker.connections if e.private)]
-    return all(topic in connection.protocol.subscribed for topic in topics)
+    resynced = worker.account_sync is not None and worker.account_sync.state["runs"] >= 1
+    subscribed = all(topic in connection.protocol.subscribed for topic in topics)
+    return subscribed and resynced and worker.snapshots.waiting == 0
 
 
 async def test_wallet_push_is_published_and_lands_in_the_balances_api(
