@@ -10,7 +10,7 @@ booleans render as `true`/`false`.
 |-------------|-----------------------------------------------------------------------|----------------|
 | trades      | `trades:{category}:{topic symbol}:{i}`                                | trade          |
 | ticker      | `ticker:{category}:{topic}:{cs}:{ts}`                                 | push           |
-| orderbook   | `orderbook:{category}:{topic}:{u}:{type}`                             | push           |
+| orderbook   | `orderbook:{category}:{topic}:{u}:{seq}:{type}`                       | push           |
 | kline       | `kline:{category}:{topic}:{start}:{timestamp}:{confirm}`              | candle         |
 | liquidation | `liquidation:{category}:{s}:{T}:{S}:{p}:{v}`                          | liquidation    |
 | order       | `order:{orderId}:{updatedTime}:{orderStatus}:{cumExecQty}`            | order update   |
@@ -23,6 +23,8 @@ booleans render as `true`/`false`.
 - trades: option trades use the topic's base coin (`trades:option:BTC:{i}`); the trade id is unique anyway.
   Never key trades on `seq`: one `seq` spans several messages (§12).
 - ticker: option tickers carry no `cs`, so that part is empty and `ts` tells them apart.
+- orderbook: `u` starts again at 1 when Bybit restarts a book, so `u` alone repeats; `seq` (the cross sequence)
+  never goes back, so the pair names one update across restarts.
 - balance: the wallet message's `id` (opaque, §9) names the message; account type and coin name the entry.
 
 Pure: no I/O.
@@ -79,9 +81,9 @@ def liquidation_event_id(category: str, item: LiquidationView) -> str:
     return f"liquidation:{category}:{item.symbol}:{item.time}:{item.side}:{item.price}:{item.size}"
 
 
-def book_event_id(category: str, topic: str, update_id: int, kind: str) -> str:
+def book_event_id(category: str, topic: str, update_id: int, seq: int | None, kind: str) -> str:
     """`kind` is what we publish: "snapshot" or "delta" (a u == 1 restart is published as a snapshot)."""
-    return f"orderbook:{category}:{topic}:{update_id}:{kind}"
+    return f"orderbook:{category}:{topic}:{update_id}:{id_part(seq)}:{kind}"
 
 
 def ticker_event_id(category: str, push: Push) -> str:

@@ -233,7 +233,7 @@ class MarketState:
         return self._event(
             ChannelType.ORDERBOOK,
             slot.routing_key,
-            event_id=book_event_id(self._category, push.topic, payload.update_id, kind),
+            event_id=book_event_id(self._category, push.topic, payload.update_id, payload.seq, kind),
             event_type=ChannelType.ORDERBOOK.value,
             symbol=slot.symbol,
             topic=push.topic,
@@ -353,7 +353,8 @@ class MarketState:
             if not book.is_valid or self._book_output is BookOutput.TOP:
                 return None
             payload = self._snapshot_payload(slot, _ALL_LEVELS)
-            event_id = f"{book_event_id(self._category, topic, payload.update_id, 'snapshot')}:snapshot:{nonce}"
+            base = book_event_id(self._category, topic, payload.update_id, payload.seq, "snapshot")
+            event_id = f"{base}:snapshot:{nonce}"
             event = self._event(
                 ChannelType.ORDERBOOK,
                 queue,

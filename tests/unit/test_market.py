@@ -84,6 +84,21 @@ def test_restart_with_u1_is_published_as_a_snapshot() -> None:
     assert payload(restart)["b"] == [["50", "1"]]
 
 
+def test_updates_after_a_restart_have_event_ids_of_their_own() -> None:
+    """`u` starts again at 1 after a restart; a consumer de-duplicating by event id must not drop what follows."""
+
+    def at(u: int, seq: int, kind: str = "delta", bids: Any = ()) -> dict[str, Any]:
+        message = book(u, kind, bids=bids, asks=[("100", "3")])
+        message["data"]["seq"] = seq
+        return message
+
+    market = MarketState(Endpoint.LINEAR)
+    stream = [at(1, 500, "snapshot", [("99", "1")]), at(2, 501, bids=[("99", "2")])]
+    stream += [at(1, 900, "snapshot", [("98", "1")]), at(2, 901, bids=[("98", "2")])]  # Bybit restarted the book
+    ids = [feed(market, Endpoint.LINEAR, message).events[0].envelope.event_id for message in stream]
+    assert len(set(ids)) == 4, ids
+
+
 def test_reconnect_invalidates_live_books_and_drops_ticker_caches() -> None:
     market = MarketState(Endpoint.LINEAR)
     feed(market, Endpoint.LINEAR, SNAPSHOT)
@@ -174,7 +189,8 @@ def test_every_real_book_snapshot_is_published_once_with_level_strings_exact(nam
     assert body["type"] == "snapshot"
     assert body["b"] == message["data"]["b"]
     assert body["a"] == message["data"]["a"]
-    assert event.envelope.event_id == f"orderbook:{endpoint.value}:{message['topic']}:{message['data']['u']}:snapshot"
+    topic, data = message["topic"], message["data"]
+    assert event.envelope.event_id == f"orderbook:{endpoint.value}:{topic}:{data['u']}:{data.get('seq', '')}:snapshot"
 
 
 def test_option_ticker_without_cs_has_an_empty_id_part() -> None:
