@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Protocol
 
 from loguru import logger
@@ -30,14 +30,9 @@ from prometheus_client.registry import Collector
 from shared.enums import Endpoint
 from shared.events import EventEnvelope
 from shared.heartbeat import WorkerHeartbeat
-from stream_worker.broker.publisher import Publisher
-from stream_worker.cluster.ownership import Cluster
-from stream_worker.dispatch import Dispatcher
-from stream_worker.envelopes.market import MarketState
 from stream_worker.errors import WorkerError
-from stream_worker.exchange.account_sync import AccountSync
 from stream_worker.exchange.connect_budget import ConnectBudget
-from stream_worker.exchange.sockets import Sockets
+from stream_worker.health import WorkerParts
 from stream_worker.snapshots import Snapshots
 
 PREFIX = "ws_gateway_worker"
@@ -103,25 +98,14 @@ class HealthSource(Protocol):
     def report(self) -> WorkerHeartbeat: ...
 
 
-class MetricsSource(Protocol):
-    """The narrow view of the worker that a scrape reads (the worker hands itself over as one)."""
+class MetricsSource(WorkerParts, Protocol):
+    """The narrow view of the worker that a scrape reads: what its health report reads, and a little more (the
+    worker hands itself over as one)."""
 
-    @property
-    def cluster(self) -> Cluster: ...
-    @property
-    def connections(self) -> Mapping[Endpoint, Sockets]: ...
-    @property
-    def markets(self) -> Mapping[Endpoint, MarketState]: ...
-    @property
-    def publisher(self) -> Publisher: ...
-    @property
-    def dispatcher(self) -> Dispatcher: ...
     @property
     def snapshots(self) -> Snapshots: ...
     @property
     def health(self) -> HealthSource: ...
-    @property
-    def account_sync(self) -> AccountSync | None: ...
     @property
     def connect_budget(self) -> ConnectBudget: ...
 
