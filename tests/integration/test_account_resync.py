@@ -17,7 +17,7 @@ from stream_worker.exchange.rest import BybitRest
 from stream_worker.exchange.resync import AccountResync, ResyncResult
 from stream_worker.state.balances import save_wallets
 from stream_worker.state.open_items import OpenItems
-from stream_worker.state.persistence import Store, create_engine
+from stream_worker.state.persistence import Store
 from tests.fake_bybit import FakeBybit
 from tests.support.clock import Clock
 
@@ -34,15 +34,6 @@ def clock() -> Clock:
 async def fake(clock: Clock) -> AsyncIterator[FakeBybit]:
     async with FakeBybit(accounts={"key": "secret"}, auto_push=False, clock=clock) as server:
         yield server
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    engine = create_engine(database_url, 5.0)
-    try:
-        yield Store(engine, 5.0)
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture

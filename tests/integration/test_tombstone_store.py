@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest
 from sqlalchemy import text
 
 from shared.enums import Endpoint
-from stream_worker.state.persistence import Store, create_engine
+from stream_worker.state.persistence import Store
 
 INSERT = text(
     "INSERT INTO subscriptions (id, channel_type, category, symbol, topic, endpoint, requesting_service, "
     "is_active, cancelled_at) VALUES (:id, 'ticker', 'linear', 'BTCUSDT', 'tickers.BTCUSDT', 'linear', :service, "
     ":active, CASE WHEN :active THEN NULL ELSE now() - make_interval(hours => :hours_ago) END)"
 )
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    engine = create_engine(database_url, 5.0)
-    try:
-        yield Store(engine, 5.0)
-    finally:
-        await engine.dispose()
 
 
 async def add(store: Store, service: str, *, active: bool, hours_ago: int = 0) -> uuid.UUID:
