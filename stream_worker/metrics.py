@@ -211,6 +211,11 @@ class WorkerCollector(Collector):
             "Membership views that moved topics or the private stream",
             value=cluster.changes,
         )
+        yield CounterMetricFamily(
+            f"{PREFIX}_tombstones_unbound",
+            "Queue bindings of cancelled subscriptions this worker unbound as the owner of their topic",
+            value=self._worker.convergence.tombstones_unbound,
+        )
 
     def _bybit(self) -> Iterable[Metric]:
         worker = self._worker

@@ -19,6 +19,7 @@ import httpx
 
 from shared.enums import ChannelType, Endpoint
 from shared.routing import service_queue
+from stream_worker.metrics import PREFIX
 from tests.e2e.conftest import consuming, delete_queues
 from tests.e2e.test_late_joiner import subscribe
 from tests.support.waiting import wait_until
@@ -62,6 +63,7 @@ async def test_a_subscription_cancelled_while_no_worker_runs_receives_nothing_fr
         await wait_until(lambda: TOPIC in second.connections[Endpoint.LINEAR].protocol.subscribed, what="again")
         await wait_until(lambda: settled(database_url, gone["id"]), timeout=15, interval=0.2, what="settled")
         assert second.convergence.tombstones_unbound == 1
+        assert second.metrics.get_sample_value(f"{PREFIX}_tombstones_unbound_total") == 1
         await purge(rabbitmq_url, queues[1])
         async with consuming(rabbitmq_url, queues[0]) as staying, consuming(rabbitmq_url, queues[1]) as left:
             await wait_until(lambda: len(staying.envelopes) >= 20, timeout=20, what="the staying service is fed")
