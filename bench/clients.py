@@ -26,7 +26,8 @@ from websockets.asyncio.client import connect
 from shared.enums import Endpoint
 from stream_worker.broker.pumps import MARKET_BATCH
 from stream_worker.envelopes.outgoing import Outgoing
-from stream_worker.exchange.connection import Connection, ConnectionSettings
+from stream_worker.exchange.connection import ConnectionSettings
+from stream_worker.exchange.sockets import Sockets
 from stream_worker.settings import WorkerSettings
 from stream_worker.state.persistence import Store, create_engine
 from stream_worker.worker import Worker
@@ -152,10 +153,8 @@ def bench_worker(public_base: str, publisher: object, *, compression: bool = Fal
     return Worker(settings, store=store, publisher=publisher, connection_settings=connection_settings)
 
 
-def our_connection(
-    worker: Worker, endpoint: Endpoint = Endpoint.LINEAR, topics: tuple[str, ...] = (TOPIC,)
-) -> Connection:
-    """The worker's socket for `endpoint`, wanting `topics` (what the reconciler would ask for)."""
+def our_connection(worker: Worker, endpoint: Endpoint = Endpoint.LINEAR, topics: tuple[str, ...] = (TOPIC,)) -> Sockets:
+    """The worker's sockets for `endpoint`, wanting `topics` (what the reconciler would ask for)."""
     connection = worker.connections[endpoint]
     for topic in topics:
         connection.want(topic)

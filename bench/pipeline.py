@@ -45,7 +45,7 @@ from stream_worker.broker.publisher import Publisher
 from stream_worker.bybit.protocol import BybitProtocol
 from stream_worker.envelopes.normalize import Normalized, Normalizer
 from stream_worker.envelopes.outgoing import Outgoing
-from stream_worker.exchange.connection import Connection
+from stream_worker.exchange.sockets import Sockets
 
 MARKET_KEY = "trades.linear.BTCUSDT"
 ACCOUNT_KEY = "order.linear"
@@ -162,12 +162,12 @@ class AsAccount:
         )
 
 
-async def one_session(connection: Connection) -> None:
+async def one_session(connection: Sockets) -> None:
     """Run the connection until its first session ends: the firehose closes after its frames, and a reconnect
     would stream a second, different set of trades into the count."""
     async with asyncio.TaskGroup() as tasks:
         running = tasks.create_task(connection.run())
-        while not connection.connects:
+        while not connection.first.connects:
             await asyncio.sleep(0.005)
         while connection.connected:
             await asyncio.sleep(0.005)
