@@ -187,14 +187,19 @@ class Convergence:
                 self._markets[endpoint].forget(removed)
             self._snapshots.forget(endpoint, removed)
         for binding in steps.unbind:
-            try:
-                await self._publisher.unbind(binding.service, binding.channel_type, binding.key)
-            except WorkerError as error:
-                logger.bind(service=binding.service, key=binding.key, error=str(error)).warning("cannot unbind queue")
-                continue
-            self.bound.discard(binding)
+            await self._unbind(binding, "cannot unbind queue")
         await self._apply_tombstones()
         self._write_known_statuses(self.desired.topics())
+
+    async def _unbind(self, binding: Binding, failure: str) -> bool:
+        """Unbind and forget it as bound; False (logged as `failure`) when RabbitMQ refused or was away."""
+        try:
+            await self._publisher.unbind(binding.service, binding.channel_type, binding.key)
+        except WorkerError as error:
+            logger.bind(service=binding.service, key=binding.key, error=str(error)).warning(failure)
+            return False
+        self.bound.discard(binding)
+        return True
 
     async def _apply_tombstones(self) -> None:
         """Unbind the cancelled bindings whose topic we own and no live subscription wants; settle them in
@@ -205,15 +210,10 @@ class Convergence:
         steps = plan_tombstones(self.tombstones, desired_bindings=self.desired.bindings(), owns=self._cluster().owns)
         settled = set(steps.superseded)
         for binding, subscription_ids in steps.unbind.items():
-            try:
-                await self._publisher.unbind(binding.service, binding.channel_type, binding.key)
-            except WorkerError as error:  # RabbitMQ away: the tombstone stays, the next round retries it
-                logger.bind(service=binding.service, key=binding.key, error=str(error)).warning(
-                    "cannot unbind a cancelled subscription's queue"
-                )
+            # RabbitMQ away: the tombstone stays, the next round retries it.
+            if not await self._unbind(binding, "cannot unbind a cancelled subscription's queue"):
                 continue
             logger.bind(service=binding.service, key=binding.key).info("cancelled subscription's queue unbound")
-            self.bound.discard(binding)
             self.tombstones_unbound += 1
             settled.update(subscription_ids)
         if not settled:
