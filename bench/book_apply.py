@@ -4,7 +4,7 @@ For books of 50, 200 and 1000 levels per side, applies a fixed stream of realist
 side: size updates near the top, inserts into empty ticks, deletes with size "0", balanced so the book keeps
 its size) and reports the median over several repeats of the mean cost per delta. Also reported, because the
 worker pays them per message too: decoding the delta's `data` JSON, `top(25)`, `checksum(25)`, and applying
-the snapshot.
+the snapshot; and apply + `checksum(25)` per delta, which is what a published delta costs.
 """
 
 from __future__ import annotations
@@ -107,6 +107,7 @@ def measure(levels: int, deltas: int, repeats: int, seed: int) -> dict[str, floa
     snapshot = BOOK_DATA.decode(snapshot_json)
     decoded: list[BookData] = [BOOK_DATA.decode(d) for d in delta_json]
     apply_ns: list[float] = []
+    published_ns: list[float] = []
     snapshot_ns: list[float] = []
     for _ in range(repeats):
         book = OrderBook(f"orderbook.{levels}.BTCUSDT", levels)
@@ -120,12 +121,22 @@ def measure(levels: int, deltas: int, repeats: int, seed: int) -> dict[str, floa
         apply_ns.append((time.perf_counter_ns() - start) / deltas)
         if not (book.is_valid and book.counters.deltas == deltas):
             raise SystemExit(f"benchmark stream is not valid at {levels} levels: {book.counters}")
+        # What the worker pays per published delta: the apply and the checksum the event carries.
+        book = OrderBook(f"orderbook.{levels}.BTCUSDT", levels)
+        book.apply("snapshot", snapshot)
+        apply, checksum = book.apply, book.checksum
+        start = time.perf_counter_ns()
+        for data in decoded:
+            apply("delta", data)
+            checksum(25)
+        published_ns.append((time.perf_counter_ns() - start) / deltas)
     last = delta_json[-1]
     return {
         "levels_per_side": levels,
         "deltas": deltas,
         "repeats": repeats,
         "apply_us_per_delta": statistics.median(apply_ns) / 1000,
+        "apply_checksum_us_per_delta": statistics.median(published_ns) / 1000,
         "decode_us_per_delta": statistics.median(
             per_call_ns(lambda: BOOK_DATA.decode(last), 2000) for _ in range(repeats)
         )
@@ -149,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         "levels/side",
         "apply µs/delta",
+        "apply+checksum(25) µs",
         "decode µs/delta",
         "top(25) µs",
         "checksum(25) µs",
@@ -160,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         row = (
             f"{r['levels_per_side']}",
             f"{r['apply_us_per_delta']:.2f}",
+            f"{r['apply_checksum_us_per_delta']:.2f}",
             f"{r['decode_us_per_delta']:.2f}",
             f"{r['top25_us']:.2f}",
             f"{r['checksum25_us']:.2f}",

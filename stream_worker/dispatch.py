@@ -41,6 +41,7 @@ from stream_worker.state.balances import BalanceWriter
 from stream_worker.state.persistence import StateWriter
 
 PUBLIC_ROOTS = frozenset(CHANNEL_OF_ROOT)
+_RECEIVED_KEYS = {endpoint: f"received:{endpoint.value}" for endpoint in Endpoint}  # made once, not per push
 
 
 class TraceIds:
@@ -204,7 +205,7 @@ class Dispatcher:
                 endpoint, market.on_push(push, now=time.monotonic(), received_ms=received_ms, trace_id=trace_id)
             )
             self._state.touch(endpoint, push.topic, received_ms)
-            self.counters[f"received:{endpoint.value}"] += 1
+            self.counters[_RECEIVED_KEYS[endpoint]] += 1
             return
         try:
             normalized = self._normalizers[endpoint].normalize(push, received_ms=received_ms, trace_id=trace_id)
@@ -221,7 +222,7 @@ class Dispatcher:
         for wallet in normalized.wallets:
             await self._balances.put(wallet)
         self._state.touch(endpoint, push.topic, received_ms)
-        self.counters[f"received:{endpoint.value}"] += 1
+        self.counters[_RECEIVED_KEYS[endpoint]] += 1
 
     def _count_once(self, key: str, endpoint: Endpoint) -> None:
         self.counters[key] += 1

@@ -37,11 +37,10 @@ from __future__ import annotations
 
 import enum
 import zlib
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from itertools import zip_longest
 from typing import Literal
 
 import msgspec
@@ -192,28 +191,76 @@ def _parse(levels: list[BookLevel]) -> list[tuple[Decimal, str, str | None]]:
 
 
 class _Side:
-    """One side of the book: levels by numeric price, plus the prices sorted ascending (both sides)."""
+    """One side of the book: prices sorted ascending (both sides), and each level's `price:size` text beside its price.
 
-    __slots__ = ("keys", "levels")
+    A level is kept as the one string the checksum reads ("28555.20:1.5"), in a list aligned with the sorted
+    prices: the checksum of every published delta is then a slice and a join, with no lookup per level (a
+    `Decimal` is hashed afresh on every dict lookup), and a level costs one object instead of three. `top`
+    splits the few levels it returns.
+    """
 
-    def __init__(self, levels: dict[Decimal, Level] | None = None) -> None:
-        self.levels: dict[Decimal, Level] = levels if levels is not None else {}
-        self.keys: list[Decimal] = sorted(self.levels)
+    __slots__ = ("keys", "texts")
+
+    def __init__(self, keys: list[Decimal] | None = None, texts: list[str] | None = None) -> None:
+        self.keys: list[Decimal] = keys if keys is not None else []
+        self.texts: list[str] = texts if texts is not None else []
 
     @classmethod
     def from_snapshot(cls, parsed: list[tuple[Decimal, str, str | None]]) -> _Side:
-        return cls({key: (price, size) for key, price, size in parsed if size is not None})
+        # A price listed twice keeps its last level, as a delta would.
+        levels = {key: f"{price}:{size}" for key, price, size in parsed if size is not None}
+        keys = sorted(levels)
+        return cls(keys, [levels[key] for key in keys])
 
     def update(self, parsed: list[tuple[Decimal, str, str | None]]) -> None:
-        levels, keys = self.levels, self.keys
+        keys, texts = self.keys, self.texts
         for key, price, size in parsed:
+            i = bisect_left(keys, key)
+            present = i < len(keys) and keys[i] == key
             if size is None:
-                if levels.pop(key, None) is not None:
-                    del keys[bisect_left(keys, key)]
+                if present:
+                    del keys[i]
+                    del texts[i]
+            elif present:
+                texts[i] = f"{price}:{size}"
             else:
-                if key not in levels:
-                    insort(keys, key)
-                levels[key] = (price, size)
+                keys.insert(i, key)
+                texts.insert(i, f"{price}:{size}")
+
+    def same_levels(self, other: _Side) -> bool:
+        return self.keys == other.keys and self.texts == other.texts
+
+    def best_texts(self, n: int, *, highest: bool) -> list[str]:
+        """The texts of the best n levels, best first (highest first for bids)."""
+        return self.texts[: -n - 1 : -1] if highest else self.texts[:n]
+
+    def touches_top(self, parsed: list[tuple[Decimal, str, str | None]], n: int, *, highest: bool) -> bool:
+        """Whether applying `parsed` may change the best n levels (read before the update).
+
+        A change behind the n-th best price (an insert, delete or new size there) leaves the best n as they are;
+        one at or ahead of it may not. With fewer than n levels every level is in the best n.
+        """
+        keys = self.keys
+        if len(keys) < n or not parsed:
+            return bool(parsed)
+        if highest:
+            floor = keys[-n]
+            return any(key >= floor for key, _, _ in parsed)
+        floor = keys[n - 1]
+        return any(key <= floor for key, _, _ in parsed)
+
+
+def _pairs(texts: list[str]) -> list[Level]:
+    """`price:size` texts as (price, size) pairs: one split of the joined texts, paired in C."""
+    if not texts:
+        return []
+    parts = iter(":".join(texts).split(":"))
+    return list(zip(parts, parts, strict=False))
+
+
+def _split(text: str) -> Level:
+    price, _, size = text.partition(":")
+    return price, size
 
 
 class OrderBook:
@@ -234,6 +281,9 @@ class OrderBook:
         self._last_seq: int | None = None
         self._state = BookState.WAITING_SNAPSHOT
         self._cause: InvalidCause | None = None
+        # (n, checksum of the best n levels) until an update may change the best n: a delta wholly behind the
+        # n-th level (common in a 50-level book checksummed over 25) reuses it.
+        self._checksum: tuple[int, int] | None = None
 
     @classmethod
     def from_topic(cls, topic: str, *, gap_check: bool = True) -> OrderBook:
@@ -272,27 +322,29 @@ class OrderBook:
         return self._last_seq
 
     def best_bid(self) -> Level | None:
-        keys = self._bids.keys
-        return self._bids.levels[keys[-1]] if keys else None
+        texts = self._bids.texts
+        return _split(texts[-1]) if texts else None
 
     def best_ask(self) -> Level | None:
-        keys = self._asks.keys
-        return self._asks.levels[keys[0]] if keys else None
+        texts = self._asks.texts
+        return _split(texts[0]) if texts else None
 
     def top(self, n: int) -> tuple[list[Level], list[Level]]:
         """Up to n best bids (highest first) and n best asks (lowest first); empty while invalid."""
         if n <= 0:
             return [], []
-        bids, asks = self._bids, self._asks
-        return (
-            [bids.levels[k] for k in bids.keys[-1 : -n - 1 : -1]],
-            [asks.levels[k] for k in asks.keys[:n]],
-        )
+        return _pairs(self._bids.best_texts(n, highest=True)), _pairs(self._asks.best_texts(n, highest=False))
 
     def checksum(self, n: int = 25) -> int:
-        """The v1 checksum of our top n levels (see `book_checksum`)."""
-        bids, asks = self.top(n)
-        return book_checksum(bids, asks, n)
+        """The v1 checksum of our top n levels (see `book_checksum`); the same value, computed from stored texts."""
+        cached = self._checksum
+        if cached is not None and cached[0] == n:
+            return cached[1]
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        value = _checksum_of_texts(self._bids.best_texts(n, highest=True), self._asks.best_texts(n, highest=False))
+        self._checksum = (n, value)
+        return value
 
     # --- transitions -------------------------------------------------------------------------------------
 
@@ -351,6 +403,7 @@ class OrderBook:
     def _enter_invalid(self, cause: InvalidCause, update_id: int | None, *, report: bool) -> BookOutcome:
         self._bids = _Side()
         self._asks = _Side()
+        self._checksum = None
         self._last_u = None
         self._last_seq = None
         self._state = BookState.WAITING_SNAPSHOT
@@ -369,8 +422,8 @@ class OrderBook:
             self.depth == 1
             and self._state is BookState.LIVE
             and u == self._last_u
-            and bids.levels == self._bids.levels
-            and asks.levels == self._asks.levels
+            and bids.same_levels(self._bids)
+            and asks.same_levels(self._asks)
         ):
             self._last_seq = data.seq
             self.last_ts, self.last_cts = ts, cts
@@ -380,6 +433,7 @@ class OrderBook:
             # A crossed snapshot, even one answering our resubscribe, cannot be published: resync again.
             return self._enter_invalid(InvalidCause.CROSSED, u, report=True)
         self._bids, self._asks = bids, asks
+        self._checksum = None
         self._last_u, self._last_seq = u, data.seq
         self._state, self._cause = BookState.LIVE, None
         self.last_ts, self.last_cts = ts, cts
@@ -411,6 +465,12 @@ class OrderBook:
             self.counters.seq_backwards += 1
             return BookOutcome(kind=BookOutcomeKind.SEQ_BACKWARDS, update_id=u)
         bids, asks = _parse(data.bids), _parse(data.asks)  # both parsed before either side changes
+        cached = self._checksum
+        if cached is not None and (
+            self._bids.touches_top(bids, cached[0], highest=True)
+            or self._asks.touches_top(asks, cached[0], highest=False)
+        ):
+            self._checksum = None
         self._bids.update(bids)
         self._asks.update(asks)
         bid_keys, ask_keys = self._bids.keys, self._asks.keys
@@ -427,6 +487,17 @@ class OrderBook:
         return BookOutcome(kind=BookOutcomeKind.DELTA, update_id=u)
 
 
+def _checksum_of_texts(bids: list[str], asks: list[str]) -> int:
+    """CRC-32 of `price:size` texts, best first, interleaved bid i then ask i; the longer side's rest follows."""
+    # Slice assignment interleaves without a Python step per level: this runs for every published delta.
+    common = min(len(bids), len(asks))
+    parts = [""] * (2 * common)
+    parts[0::2] = bids if len(bids) == common else bids[:common]
+    parts[1::2] = asks if len(asks) == common else asks[:common]
+    parts += bids[common:] if len(bids) > common else asks[common:]
+    return zlib.crc32(":".join(parts).encode("ascii"))
+
+
 def book_checksum(bids: Sequence[Level], asks: Sequence[Level], n: int = 25) -> int:
     """CRC-32 of up to n levels per side, interleaved `bid_price:bid_size:ask_price:ask_size:...`.
 
@@ -437,10 +508,4 @@ def book_checksum(bids: Sequence[Level], asks: Sequence[Level], n: int = 25) -> 
     """
     if n < 0:
         raise ValueError("n must be >= 0")
-    parts: list[str] = []
-    for bid, ask in zip_longest(bids[:n], asks[:n]):
-        if bid is not None:
-            parts += bid
-        if ask is not None:
-            parts += ask
-    return zlib.crc32(":".join(parts).encode("ascii"))
+    return _checksum_of_texts([f"{p}:{s}" for p, s in bids[:n]], [f"{p}:{s}" for p, s in asks[:n]])

@@ -47,6 +47,9 @@ BOOK_PREFIX = "orderbook."
 TICKER_PREFIX = "tickers."
 _ALL_LEVELS = 1 << 30  # `OrderBook.top` of this many is the whole book
 _PUSH_TYPES = ("snapshot", "delta")
+# Counter keys per outcome, made once: an f-string and an enum `.value` per push cost more than the count.
+_BOOK_KEYS = {kind: f"book:{kind.value}" for kind in BookOutcomeKind}
+_TICKER_KEYS = {kind: f"ticker:{kind.value}" for kind in TickerOutcomeKind}
 
 
 class BookOutput(enum.StrEnum):
@@ -196,7 +199,7 @@ class MarketState:
         trace_id: str,
     ) -> None:
         """Count an outcome; a fresh invalidation publishes `book_invalid` and asks for a resubscribe."""
-        self.counters[f"book:{outcome.kind.value}"] += 1
+        self.counters[_BOOK_KEYS[outcome.kind]] += 1
         if outcome.gap_ignored:
             self.counters["book:gap_ignored"] += 1
         if not outcome.just_invalidated:
@@ -281,7 +284,7 @@ class MarketState:
             outcome = slot.cache.apply(kind, push.data, push.cs, push.ts, now=now)
             if outcome.kind is TickerOutcomeKind.DROPPED_MALFORMED:
                 self.counters["malformed:ticker:bad_data"] += 1
-        self.counters[f"ticker:{outcome.kind.value}"] += 1
+        self.counters[_TICKER_KEYS[outcome.kind]] += 1
         result = MarketResult()
         if outcome.resubscribe:
             result.resubscribe.append(push.topic)

@@ -638,3 +638,30 @@ def test_fresh_snapshot_after_any_stream_makes_book_valid_and_equal(steps: list[
     expected_bids = sorted(bids, key=lambda level: Decimal(level[0]), reverse=True)
     expected_asks = sorted(asks, key=lambda level: Decimal(level[0]))
     assert ours.top(100) == (expected_bids, expected_asks)
+
+
+def test_checksum_after_deltas_behind_and_ahead_of_the_nth_level_matches_a_fresh_computation() -> None:
+    # The checksum is kept between deltas that cannot change the best n levels; every one must still equal
+    # the checksum computed from scratch.
+    book = OrderBook("orderbook.50.BTCUSDT", 50)
+    bids = [(str(100 - i), "1") for i in range(6)]
+    asks = [(str(101 + i), "1") for i in range(6)]
+    book.apply("snapshot", data(10, bids, asks))
+    deltas = [
+        ([("95", "7")], []),  # behind the 2nd bid
+        ([], [("106", "0")]),  # behind the 2nd ask: a delete
+        ([("94.5", "3")], [("105.5", "2")]),  # inserts behind both
+        ([("99", "2")], []),  # the 2nd bid itself
+        ([("99.5", "1")], []),  # an insert between the best two
+        ([], [("101", "0")]),  # the best ask deleted: the 3rd moves in
+        ([("100", "0"), ("99.5", "0")], [("102", "0"), ("103", "0"), ("104", "0")]),  # leaves fewer than 2 asks
+        ([("10", "1")], []),
+    ]
+    for u, (bid_changes, ask_changes) in enumerate(deltas, start=11):
+        before = book.checksum(2)
+        assert book.apply("delta", data(u, bid_changes, ask_changes)).publishable
+        assert book.checksum(2) == book_checksum(*book.top(2), 2)
+        assert book.checksum(3) == book_checksum(*book.top(3), 3)
+        assert book.checksum(2) == book_checksum(*book.top(2), 2)
+        if u in (11, 12, 13):
+            assert book.checksum(2) == before
