@@ -138,17 +138,20 @@ class SoakStreams:
                 first.append(json.dumps(snapshot, separators=(",", ":")))
         return first
 
+    def next_message(self, position: int, now_ms: int) -> object:
+        """The push at `position` of the round-robin over the subscribed topics."""
+        streams = self._streams
+        return streams[position % len(streams)].next(now_ms)  # type: ignore[attr-defined]
+
     async def run(self, socket: ServerConnection, rate: int, seconds: float) -> None:
         started = time.monotonic()
         position = 0
         while (elapsed := time.monotonic() - started) < seconds:
             due = int(elapsed * rate) - self.sent
-            streams = self._streams
             now_ms = time.time_ns() // 1_000_000
-            for _ in range(due if streams else 0):
-                stream = streams[position % len(streams)]
+            for _ in range(due if self._streams else 0):
+                await socket.send(json.dumps(self.next_message(position, now_ms), separators=(",", ":")))
                 position += 1
-                await socket.send(json.dumps(stream.next(now_ms), separators=(",", ":")))  # type: ignore[attr-defined]
                 self.sent += 1
             await asyncio.sleep(self.TICK)
 
