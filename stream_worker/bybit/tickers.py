@@ -199,6 +199,12 @@ _MISSING: Any = _Missing()
 def _diff(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> frozenset[str]:
     if old is None:
         return frozenset(new)
+    try:
+        # The (key, value) pairs in one ticker and not the other name every changed, added and removed key; set
+        # arithmetic in C, for the snapshot every spot ticker push is (half the cost of comparing key by key).
+        return frozenset(dict(new.items() ^ old.items()))
+    except TypeError:  # a value that cannot be hashed (a list where Bybit sends scalars): compare one by one
+        pass
     changed = {key for key, value in new.items() if old.get(key, _MISSING) != value}
     changed.update(key for key in old if key not in new)
     return frozenset(changed)

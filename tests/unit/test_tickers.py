@@ -254,3 +254,13 @@ def test_merged_ticker_equals_naive_dict_update(category: Category, steps: list[
         assert outcome.changed == {
             key for key in old.keys() | ref.keys() if old.get(key, _MISSING) != ref.get(key, _MISSING)
         }
+
+
+def test_spot_snapshot_with_a_value_that_cannot_be_hashed_still_names_what_changed() -> None:
+    # Bybit sends scalars; a list in their place must still be compared, not crash the set arithmetic.
+    cache = TickerCache("tickers.BTCUSDT", "spot")
+    cache.apply("snapshot", {"symbol": "BTCUSDT", "lastPrice": "1", "odd": [1]})
+    outcome = cache.apply("snapshot", {"symbol": "BTCUSDT", "lastPrice": "2", "odd": [1]})
+    assert outcome.changed == {"lastPrice"}
+    outcome = cache.apply("snapshot", {"symbol": "BTCUSDT", "lastPrice": "2", "odd": [2]})
+    assert outcome.changed == {"odd"}
