@@ -19,11 +19,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import cast
 
 import msgspec
 from websockets.asyncio.client import connect
 
 from shared.enums import Endpoint
+from stream_worker.broker.publisher import Publisher
 from stream_worker.broker.pumps import MARKET_BATCH
 from stream_worker.envelopes.outgoing import Outgoing
 from stream_worker.exchange.connection import ConnectionSettings
@@ -150,7 +152,9 @@ def bench_worker(public_base: str, publisher: object, *, compression: bool = Fal
     store = Store(create_engine(settings.database_url, timeout=5.0), timeout=5.0)  # lazy: never connects
     # The firehose closes after its frames: a reconnect must not start a second stream inside a measurement.
     connection_settings = ConnectionSettings(compression=compression, backoff_first=5.0, close_timeout=0.5)
-    return Worker(settings, store=store, publisher=publisher, connection_settings=connection_settings)
+    # A stand-in with `offer_market`, `put_account` and `on_handed_over` is enough for the socket handlers.
+    sink = cast(Publisher, publisher)
+    return Worker(settings, store=store, publisher=sink, connection_settings=connection_settings)
 
 
 def our_connection(worker: Worker, endpoint: Endpoint = Endpoint.LINEAR, topics: tuple[str, ...] = (TOPIC,)) -> Sockets:

@@ -21,6 +21,7 @@ import json
 import struct
 import sys
 import time
+from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
 
 import msgspec
@@ -64,7 +65,9 @@ def percentile(ordered: list[int], share: float) -> float:
 
 class Counter:
     def __init__(self, kind: str, expect: int) -> None:
-        self.decode = msgspec.json.Decoder(_Ours if kind == "ours" else _Cryptofeed).decode
+        self.decode: Callable[[bytes], _Ours | _Cryptofeed] = (
+            msgspec.json.Decoder(_Ours).decode if kind == "ours" else msgspec.json.Decoder(_Cryptofeed).decode
+        )
         self.expect = expect
         self.seen: set[str] = set()
         self.latencies: list[int] = []

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import aiormq
 import msgspec
-from aiormq.abc import ChannelFrame
+from aiormq.abc import AbstractChannel, ChannelFrame
 from pamqp.commands import Basic
 
 from bench.clients import bench_worker, our_connection
@@ -42,6 +42,7 @@ from shared.events import EVENT_CONTENT_TYPE
 from shared.routing import EVENTS_EXCHANGE, service_queue
 from stream_worker.broker.amqp_frames import PublishFrames
 from stream_worker.broker.publisher import Publisher
+from stream_worker.bybit.events import Push
 from stream_worker.bybit.protocol import BybitProtocol
 from stream_worker.envelopes.normalize import Normalized, Normalizer
 from stream_worker.envelopes.outgoing import Outgoing
@@ -98,6 +99,13 @@ async def running_publisher(url: str) -> AsyncIterator[Broker]:
             await running
 
 
+def concrete(channel: AbstractChannel) -> aiormq.Channel:
+    """aiormq's own channel: its `basic_publish` takes `wait` (False: do not wait for the write), which the abstract
+    interface does not declare."""
+    assert isinstance(channel, aiormq.Channel)
+    return channel
+
+
 async def purge(url: str, *queues: str) -> None:
     async with aiormq.connect(url) as connection:
         channel = await connection.channel()
@@ -109,7 +117,7 @@ async def wait_depth(url: str, queue: str, count: int, timeout: float) -> None:
     async with aiormq.connect(url) as connection:
         channel = await connection.channel()
         async with asyncio.timeout(timeout):
-            while (await channel.queue_declare(queue, passive=True)).message_count < count:
+            while ((await channel.queue_declare(queue, passive=True)).message_count or 0) < count:
                 await asyncio.sleep(0.01)
 
 
@@ -142,20 +150,22 @@ async def consumer_result(process: asyncio.subprocess.Process, timeout: float) -
         process.kill()
         await process.wait()
         raise
-    return json.loads(out.decode().strip().splitlines()[-1])
+    result: dict[str, object] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
 
 
 # -- ours -------------------------------------------------------------------------------------------------------
 
 
-class AsAccount:
+class AsAccount(Normalizer):
     """Bench only: a normalizer whose trades come out as account events (persistent, confirmed, never dropped,
     routed to `order.linear`), to run the firehose through the account-data settings."""
 
     def __init__(self, inner: Normalizer) -> None:
+        super().__init__(Endpoint.LINEAR)
         self._inner = inner
 
-    def normalize(self, push: object, *, received_ms: int, trace_id: str) -> Normalized:
+    def normalize(self, push: Push, *, received_ms: int, trace_id: str) -> Normalized:
         events = self._inner.normalize(push, received_ms=received_ms, trace_id=trace_id).events
         return Normalized(
             events=[Outgoing(item.envelope, ChannelType.ORDER, ACCOUNT_KEY, account=True) for item in events]
@@ -218,6 +228,7 @@ def trade_body() -> bytes:
     """The envelope ours publishes for one firehose trade, encoded: the ceilings publish these bytes."""
     frame = FrameBuilder(1).frame(0, time.time_ns() // 1000)
     [push] = BybitProtocol(endpoint=Endpoint.LINEAR).receive(frame, 0.0)
+    assert isinstance(push, Push)
     [item] = Normalizer(Endpoint.LINEAR).normalize(push, received_ms=1, trace_id="bench-1").events
     envelope = msgspec.structs.replace(item.envelope, published_ts=int(time.time() * 1000))
     return msgspec.json.encode(envelope)
@@ -234,7 +245,7 @@ async def run_publish_ceiling(broker: Broker, count: int) -> dict[str, object]:
     await purge(broker.url, broker.market_queue)
     body, properties = trade_body(), _properties(1)
     async with aiormq.connect(broker.url) as connection:
-        channel = await connection.channel(publisher_confirms=False)
+        channel = concrete(await connection.channel(publisher_confirms=False))
         started = time.perf_counter()
         for _ in range(count):
             await channel.basic_publish(
@@ -297,7 +308,7 @@ async def run_latency_ceiling(
     encode, properties, run = msgspec.json.encode, _properties(1), uuid.uuid4().hex[:8]
     loop = asyncio.get_running_loop()
     async with aiormq.connect(broker.url) as connection:
-        channel = await connection.channel(publisher_confirms=False)
+        channel = concrete(await connection.channel(publisher_confirms=False))
         started, interval = loop.time(), per_frame / rate
         for frame in range(trades // per_frame):
             delay = started + frame * interval - loop.time()

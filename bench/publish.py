@@ -37,6 +37,7 @@ import msgspec
 from aiormq.abc import AbstractChannel
 from pamqp.commands import Basic
 
+from bench.pipeline import concrete
 from shared.enums import ChannelType
 from shared.events import EVENT_CONTENT_TYPE, EventEnvelope
 from shared.routing import EVENTS_EXCHANGE, service_queue
@@ -77,7 +78,7 @@ async def raw_market(url: str, count: int, *, wait: bool = True) -> float:
     body = msgspec.json.encode(envelope(0, ChannelType.TRADES))
     properties = Basic.Properties(content_type=EVENT_CONTENT_TYPE, delivery_mode=1, headers={"trace_id": "t"})
     async with aiormq.connect(url) as connection:
-        channel = await connection.channel(publisher_confirms=False)
+        channel = concrete(await connection.channel(publisher_confirms=False))
         started = time.perf_counter()
         for _ in range(count):
             await channel.basic_publish(

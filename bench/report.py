@@ -69,7 +69,7 @@ def print_table(results: dict[str, Any]) -> None:
             "|------------------------|----------------|-----------------|------------|-----------------|------------"
         )
         for b in results["book_apply"]:
-            cells = (
+            book_cells = (
                 f"{b['levels_per_side']:>22}",
                 f"{b['apply_us_per_delta']:>14.2f}",
                 f"{b['decode_us_per_delta']:>15.2f}",
@@ -77,7 +77,7 @@ def print_table(results: dict[str, Any]) -> None:
                 f"{b['checksum25_us']:>15.2f}",
                 f"{b['snapshot_apply_ms']:>11.3f}",
             )
-            print("| " + " | ".join(cells) + " |")
+            print("| " + " | ".join(book_cells) + " |")
 
 
 def plot(results: dict[str, Any], path: Path) -> None:

@@ -36,7 +36,7 @@ from bench.chaos.faults import Faults
 from bench.chaos.model import Subscriptions, Violations
 from bench.chaos.system import BYBIT_KEY, BYBIT_SECRET, System
 from tests.fake_bybit import FakeBybit
-from tests.fake_bybit.rest import OPEN_STATUSES
+from tests.fake_bybit.ledger import OPEN_STATUSES
 from tests.support.cluster import TopicKey, live_subscriptions
 from tests.support.fault_proxy import Mode
 
