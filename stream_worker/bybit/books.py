@@ -350,7 +350,7 @@ class OrderBook:
 
     def apply(
         self,
-        kind: str,
+        kind: str | None,
         data: BookData | msgspec.Raw,
         *,
         ts: int | None = None,

@@ -106,7 +106,7 @@ class TickerCache:
 
     def apply(
         self,
-        kind: str,
+        kind: str | None,
         data: Mapping[str, Any] | msgspec.Raw,
         cs: int | None = None,
         ts: int | None = None,

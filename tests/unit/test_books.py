@@ -427,8 +427,8 @@ def test_top_returns_best_levels_first_and_at_most_n() -> None:
     assert (book.best_bid(), book.best_ask()) == (("100", "1"), ("101", "3"))
 
 
-@pytest.mark.parametrize("kind", ["partial", ""])
-def test_unknown_message_type_invalidates_the_book_instead_of_raising(kind: str) -> None:
+@pytest.mark.parametrize("kind", ["partial", "", None])
+def test_unknown_message_type_invalidates_the_book_instead_of_raising(kind: str | None) -> None:
     book = live_book()
     outcome = book.apply(kind, data(101))
     assert (outcome.kind, outcome.cause) == (BookOutcomeKind.INVALIDATED, InvalidCause.MALFORMED)
