@@ -258,11 +258,6 @@ def _pairs(texts: list[str]) -> list[Level]:
     return list(zip(parts, parts, strict=False))
 
 
-def _split(text: str) -> Level:
-    price, _, size = text.partition(":")
-    return price, size
-
-
 class OrderBook:
     """The book of one topic on one connection, maintained by PROTOCOL.md §7.3."""
 
@@ -322,12 +317,12 @@ class OrderBook:
         return self._last_seq
 
     def best_bid(self) -> Level | None:
-        texts = self._bids.texts
-        return _split(texts[-1]) if texts else None
+        best = _pairs(self._bids.best_texts(1, highest=True))
+        return best[0] if best else None
 
     def best_ask(self) -> Level | None:
-        texts = self._asks.texts
-        return _split(texts[0]) if texts else None
+        best = _pairs(self._asks.best_texts(1, highest=False))
+        return best[0] if best else None
 
     def top(self, n: int) -> tuple[list[Level], list[Level]]:
         """Up to n best bids (highest first) and n best asks (lowest first); empty while invalid."""

@@ -47,6 +47,21 @@ async def purge(rabbitmq_url: str, queue: str) -> None:
         await (await channel.get_queue(queue, ensure=True)).purge()
 
 
+async def streamed_into(worker: Any, rabbitmq_url: str, queue: str) -> None:
+    """The worker streams the topic and `queue` is bound to it: events arrive there."""
+    await wait_until(lambda: TOPIC in worker.connections[Endpoint.LINEAR].protocol.subscribed, what="subscribed")
+    async with consuming(rabbitmq_url, queue) as inbox:
+        await wait_until(lambda: inbox.envelopes, what=f"{queue} is bound and fed")
+
+
+async def only_the_staying_service_is_fed(rabbitmq_url: str, staying_queue: str, left_queue: str) -> None:
+    """From now on the staying service's queue gets the topic and the cancelled one gets nothing new."""
+    await purge(rabbitmq_url, left_queue)
+    async with consuming(rabbitmq_url, staying_queue) as staying, consuming(rabbitmq_url, left_queue) as left:
+        await wait_until(lambda: len(staying.envelopes) >= 20, timeout=20, what="the staying service is fed")
+        assert left.envelopes == []  # nothing new for the cancelled subscription
+
+
 async def test_a_subscription_cancelled_while_no_worker_runs_receives_nothing_from_the_next_worker(
     api: httpx.AsyncClient, start_worker: Callable[..., Any], rabbitmq_url: str, database_url: str
 ) -> None:
@@ -55,19 +70,14 @@ async def test_a_subscription_cancelled_while_no_worker_runs_receives_nothing_fr
     gone = await subscribe(api, leaves, channel_type="ticker", symbol="BTCUSDT")
     queues = [service_queue(s, ChannelType.TICKER) for s in (stays, leaves)]
     async with start_worker() as first:
-        await wait_until(lambda: TOPIC in first.connections[Endpoint.LINEAR].protocol.subscribed, what="subscribed")
-        async with consuming(rabbitmq_url, queues[1]) as inbox:
-            await wait_until(lambda: inbox.envelopes, what="the leaving service's queue is bound and fed")
+        await streamed_into(first, rabbitmq_url, queues[1])
     assert (await api.delete(f"{URL}/{gone['id']}")).status_code == 200  # no worker runs now
     async with start_worker() as second:
         await wait_until(lambda: TOPIC in second.connections[Endpoint.LINEAR].protocol.subscribed, what="again")
         await wait_until(lambda: settled(database_url, gone["id"]), timeout=15, interval=0.2, what="settled")
         assert second.convergence.tombstones_unbound == 1
         assert second.metrics.get_sample_value(f"{PREFIX}_tombstones_unbound_total") == 1
-        await purge(rabbitmq_url, queues[1])
-        async with consuming(rabbitmq_url, queues[0]) as staying, consuming(rabbitmq_url, queues[1]) as left:
-            await wait_until(lambda: len(staying.envelopes) >= 20, timeout=20, what="the staying service is fed")
-            assert left.envelopes == []  # nothing new for the cancelled subscription
+        await only_the_staying_service_is_fed(rabbitmq_url, *queues)
     await delete_queues(rabbitmq_url, *queues)
 
 
@@ -78,9 +88,7 @@ async def test_a_service_that_cancels_and_subscribes_again_while_no_worker_runs_
     first = await subscribe(api, svc, channel_type="ticker", symbol="BTCUSDT")
     queue = service_queue(svc, ChannelType.TICKER)
     async with start_worker() as worker:
-        await wait_until(lambda: TOPIC in worker.connections[Endpoint.LINEAR].protocol.subscribed, what="subscribed")
-        async with consuming(rabbitmq_url, queue) as inbox:
-            await wait_until(lambda: inbox.envelopes, what="the queue is bound and fed")
+        await streamed_into(worker, rabbitmq_url, queue)
     assert (await api.delete(f"{URL}/{first['id']}")).status_code == 200
     again = await subscribe(api, svc, channel_type="ticker", symbol="BTCUSDT")
     assert again["id"] != first["id"]
@@ -103,9 +111,7 @@ async def test_the_new_owner_unbinds_a_cancel_made_while_its_topic_changed_hands
     gone = await subscribe(api, leaves, channel_type="ticker", symbol="BTCUSDT")
     queues = [service_queue(s, ChannelType.TICKER) for s in (stays, leaves)]
     async with start_worker(worker_id="alpha", **FAST_LEASES) as alpha:
-        await wait_until(lambda: TOPIC in alpha.connections[Endpoint.LINEAR].protocol.subscribed, what="subscribed")
-        async with consuming(rabbitmq_url, queues[1]) as inbox:
-            await wait_until(lambda: inbox.envelopes, what="the leaving service's queue is bound and fed")
+        await streamed_into(alpha, rabbitmq_url, queues[1])
     assert (await api.delete(f"{URL}/{gone['id']}")).status_code == 200
     async with (
         start_worker(worker_id="beta", **FAST_LEASES) as beta,
@@ -120,10 +126,7 @@ async def test_the_new_owner_unbinds_a_cancel_made_while_its_topic_changed_hands
         await wait_until(one_owner_streams_it, timeout=20, what="the topic on one of the two")
         await wait_until(lambda: settled(database_url, gone["id"]), timeout=15, interval=0.2, what="settled")
         assert sum(m.convergence.tombstones_unbound for m in members) >= 1
-        await purge(rabbitmq_url, queues[1])
-        async with consuming(rabbitmq_url, queues[0]) as staying, consuming(rabbitmq_url, queues[1]) as left:
-            await wait_until(lambda: len(staying.envelopes) >= 20, timeout=20, what="the staying service is fed")
-            assert left.envelopes == []
+        await only_the_staying_service_is_fed(rabbitmq_url, *queues)
     await delete_queues(rabbitmq_url, *queues)
 
 
@@ -136,9 +139,7 @@ async def test_a_cancel_of_a_topics_last_subscriber_while_no_worker_runs_is_unbo
     gone = await subscribe(api, leaves, channel_type="ticker", symbol="BTCUSDT")
     queues = [service_queue(s, ChannelType.TICKER) for s in (later, leaves)]
     async with start_worker() as first:
-        await wait_until(lambda: TOPIC in first.connections[Endpoint.LINEAR].protocol.subscribed, what="subscribed")
-        async with consuming(rabbitmq_url, queues[1]) as inbox:
-            await wait_until(lambda: inbox.envelopes, what="the leaving service's queue is bound and fed")
+        await streamed_into(first, rabbitmq_url, queues[1])
     assert (await api.delete(f"{URL}/{gone['id']}")).status_code == 200
     async with start_worker() as second:
         await wait_until(lambda: settled(database_url, gone["id"]), timeout=15, interval=0.2, what="settled")
